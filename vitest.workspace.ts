@@ -1,0 +1,7 @@
+// The test projects, one per package. Vitest 5 no longer reads this file by itself:
+// vitest.config.ts passes the list to `test.projects`.
+export default [
+  // "packages/sql-sqlite-node" joins when it has tests
+  "packages/core"
+  // "packages/examples" joins when it has tests
+]
