@@ -1,0 +1,259 @@
+/**
+ * The typed errors of durable-object.
+ *
+ * Every failure the runtime itself can produce is one of these `Schema` tagged error classes, so callers can
+ * `Effect.catchTag` them, encode them across process boundaries, and match on `DurableObjectError`. Errors a
+ * handler declares with its `error` schema travel next to these, unchanged. `docs/errors.md` says when each one
+ * happens and what to do about it.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+
+/**
+ * A handler's payload did not match its `payload` schema. The object was not activated and nothing changed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidPayload extends Schema.TaggedError<InvalidPayload>()("InvalidPayload", {
+  objectType: Schema.String,
+  handler: Schema.String,
+  /** The schema's own description of what is wrong. */
+  issue: Schema.String
+}) {
+  override get message(): string {
+    return `Invalid payload for ${this.objectType}.${this.handler}: ${this.issue}`
+  }
+}
+
+/**
+ * A call named a handler the definition does not have (only reachable through the untyped, generic API).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class UnknownHandler extends Schema.TaggedError<UnknownHandler>()("UnknownHandler", {
+  objectType: Schema.String,
+  handler: Schema.String,
+  known: Schema.Array(Schema.String)
+}) {
+  override get message(): string {
+    return `${this.objectType} has no handler "${this.handler}" (it has: ${this.known.join(", ")})`
+  }
+}
+
+/**
+ * An object id was empty, too long, or not a string. Ids are opaque text of 1 to
+ * {@link maxObjectIdLength} UTF-8 bytes.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidObjectId extends Schema.TaggedError<InvalidObjectId>()("InvalidObjectId", {
+  objectType: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `Invalid ${this.objectType} id: ${this.reason}`
+  }
+}
+
+/**
+ * The longest object id accepted, in UTF-8 bytes.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const maxObjectIdLength = 1024
+
+/**
+ * The stored state of an object does not decode with the definition's `state` schema (for example after an
+ * incompatible schema change). The object stays inactive and the stored row is left untouched, so a fixed
+ * schema (or a migration) can still read it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StateDecodeError extends Schema.TaggedError<StateDecodeError>()("StateDecodeError", {
+  objectType: Schema.String,
+  objectId: Schema.String,
+  issue: Schema.String
+}) {
+  override get message(): string {
+    return `Stored state of ${this.objectType}/${this.objectId} does not decode: ${this.issue}`
+  }
+}
+
+/**
+ * A handler (or hook) died with a defect: a thrown exception or `Effect.die`. The object was reset to its last
+ * committed state, nothing was written, and no other object was touched.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class HandlerDefect extends Schema.TaggedError<HandlerDefect>()("HandlerDefect", {
+  objectType: Schema.String,
+  objectId: Schema.String,
+  handler: Schema.String,
+  /** The defect itself (the thrown value). */
+  defect: Schema.Defect(),
+  /** The whole cause, rendered. */
+  pretty: Schema.String
+}) {
+  override get message(): string {
+    return `${this.objectType}/${this.objectId}.${this.handler} died: ${this.pretty}`
+  }
+}
+
+/**
+ * More than `mailboxCapacity` calls were already waiting for the object. The call was not queued and changed
+ * nothing; back off and retry.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ObjectOverloaded extends Schema.TaggedError<ObjectOverloaded>()("ObjectOverloaded", {
+  objectType: Schema.String,
+  objectId: Schema.String,
+  mailboxCapacity: Schema.Number
+}) {
+  override get message(): string {
+    return `${this.objectType}/${this.objectId} is overloaded: ${this.mailboxCapacity} calls already waiting`
+  }
+}
+
+/**
+ * The call did not finish within `callTimeout` (waiting in the mailbox plus running). Its handler was
+ * interrupted and nothing it did was written.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class CallTimeout extends Schema.TaggedError<CallTimeout>()("CallTimeout", {
+  objectType: Schema.String,
+  objectId: Schema.String,
+  handler: Schema.String,
+  timeoutMillis: Schema.Number
+}) {
+  override get message(): string {
+    return `${this.objectType}/${this.objectId}.${this.handler} timed out after ${this.timeoutMillis} ms`
+  }
+}
+
+/**
+ * A handler called an object that is already running a handler further up the same call chain (itself, or
+ * A → B → A). Waiting would deadlock, so the inner call fails at once.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ReentrantCall extends Schema.TaggedError<ReentrantCall>()("ReentrantCall", {
+  objectType: Schema.String,
+  objectId: Schema.String,
+  handler: Schema.String,
+  /** The call chain, outermost first, as `type/id` entries. */
+  chain: Schema.Array(Schema.String)
+}) {
+  override get message(): string {
+    return `Reentrant call to ${this.objectType}/${this.objectId}.${this.handler} would deadlock (chain: ${
+      this.chain.join(" -> ")
+    })`
+  }
+}
+
+/**
+ * The storage backend failed (database down, disk full, constraint broken by someone else). Nothing was
+ * acknowledged: the object was reset to its last committed state. Safe to retry.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StorageError extends Schema.TaggedError<StorageError>()("StorageError", {
+  operation: Schema.String,
+  detail: Schema.String,
+  cause: Schema.optional(Schema.Defect())
+}) {
+  override get message(): string {
+    return `Storage ${this.operation} failed: ${this.detail}`
+  }
+}
+
+/**
+ * The object's stored version was not the one this runtime read: another runtime wrote it in between. Nothing
+ * was written; the runtime dropped its copy and the next call reloads the newer state. Safe to retry.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class VersionConflict extends Schema.TaggedError<VersionConflict>()("VersionConflict", {
+  objectType: Schema.String,
+  objectId: Schema.String,
+  expectedVersion: Schema.Number,
+  actualVersion: Schema.Number
+}) {
+  override get message(): string {
+    return `${this.objectType}/${this.objectId} was written elsewhere: expected version ${this.expectedVersion}, found ${this.actualVersion}`
+  }
+}
+
+/**
+ * The object's runtime is shutting down (its layer's scope is closing) and takes no new calls.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class RuntimeShutdown extends Schema.TaggedError<RuntimeShutdown>()("RuntimeShutdown", {
+  objectType: Schema.String
+}) {
+  override get message(): string {
+    return `The ${this.objectType} runtime is shutting down`
+  }
+}
+
+/**
+ * Every error the durable-object runtime itself can produce.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type DurableObjectError =
+  | InvalidPayload
+  | UnknownHandler
+  | InvalidObjectId
+  | StateDecodeError
+  | HandlerDefect
+  | ObjectOverloaded
+  | CallTimeout
+  | ReentrantCall
+  | StorageError
+  | VersionConflict
+  | RuntimeShutdown
+
+/**
+ * The schema of {@link DurableObjectError}, to encode or decode runtime errors (for example across HTTP).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const DurableObjectError = Schema.Union([
+  InvalidPayload,
+  UnknownHandler,
+  InvalidObjectId,
+  StateDecodeError,
+  HandlerDefect,
+  ObjectOverloaded,
+  CallTimeout,
+  ReentrantCall,
+  StorageError,
+  VersionConflict,
+  RuntimeShutdown
+])
+
+/**
+ * Whether a value is one of the runtime's own errors.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isDurableObjectError: (u: unknown) => u is DurableObjectError = Schema.is(DurableObjectError)

@@ -1,0 +1,102 @@
+/**
+ * Span names, attribute keys and metrics of durable-object, in one place so dashboards and tests can rely on
+ * them. Export them with `@effect/opentelemetry` like any other Effect telemetry.
+ *
+ * @since 0.1.0
+ */
+import { Metric } from "effect"
+
+/**
+ * Span around every call through a client or `DurableObject.call`, from validation to reply.
+ *
+ * @since 0.1.0
+ * @category spans
+ */
+export const spanCall = "durable_object.call"
+
+/**
+ * Span around an activation: loading the stored state and running `onLoad`.
+ *
+ * @since 0.1.0
+ * @category spans
+ */
+export const spanActivate = "durable_object.activate"
+
+/**
+ * Span around a graceful stop (`onShutdown` and its commit).
+ *
+ * @since 0.1.0
+ * @category spans
+ */
+export const spanShutdown = "durable_object.shutdown"
+
+/**
+ * Span attribute keys.
+ *
+ * @since 0.1.0
+ * @category spans
+ */
+export const attributes = {
+  objectType: "durable_object.type",
+  objectId: "durable_object.id",
+  handler: "durable_object.handler",
+  outcome: "durable_object.outcome"
+} as const
+
+/**
+ * How a call ended, as recorded in `durable_object_calls_total`'s `outcome` attribute.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export type CallOutcome =
+  | "success"
+  | "failure"
+  | "defect"
+  | "timeout"
+  | "interrupted"
+  | "overloaded"
+  | "rejected"
+
+/**
+ * Calls, by `object_type`, `handler` and `outcome`.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const calls = Metric.counter("durable_object_calls_total", {
+  description: "Calls to durable objects, by object type, handler and outcome",
+  incremental: true
+})
+
+/**
+ * Call duration in milliseconds (mailbox wait, handler and commit), by `object_type` and `handler`.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const callDuration = Metric.histogram("durable_object_call_duration_ms", {
+  description: "Duration of durable object calls in milliseconds, waiting and committing included",
+  boundaries: Metric.exponentialBoundaries({ start: 0.25, factor: 2, count: 16 })
+})
+
+/**
+ * Objects currently loaded in memory (active or hibernated), by `object_type`.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const activeObjects = Metric.gauge("durable_object_active_objects", {
+  description: "Durable objects currently loaded (active or hibernated), by object type"
+})
+
+/**
+ * Activations (state loaded from storage), by `object_type`.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const activations = Metric.counter("durable_object_activations_total", {
+  description: "Durable object activations (state loaded from storage), by object type",
+  incremental: true
+})

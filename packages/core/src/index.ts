@@ -1,0 +1,40 @@
+/**
+ * Durable Objects for Effect: persistent, single-instance, schema-typed actors with transactional handlers.
+ *
+ * @since 0.1.0
+ */
+
+/**
+ * Define durable objects, call them, stop and delete them.
+ *
+ * @since 0.1.0
+ */
+export * as DurableObject from "./DurableObject.ts"
+
+/**
+ * Test kit: in-memory storage under `TestClock`, reading persisted state, running a handler without a runtime.
+ *
+ * @since 0.1.0
+ */
+export * as DurableObjectTest from "./DurableObjectTest.ts"
+
+/**
+ * The typed errors.
+ *
+ * @since 0.1.0
+ */
+export * as Errors from "./Errors.ts"
+
+/**
+ * The storage service and its in-memory layer.
+ *
+ * @since 0.1.0
+ */
+export * as Storage from "./Storage.ts"
+
+/**
+ * Span and metric names.
+ *
+ * @since 0.1.0
+ */
+export * as Telemetry from "./Telemetry.ts"

@@ -1,0 +1,684 @@
+/**
+ * The runtime of one object type: the registry of its instances, the call path (mailbox, activation,
+ * handler, commit), and the sweeper that hibernates and shuts down idle objects.
+ *
+ * @internal
+ */
+import { Cause, Clock, Context, Effect, Exit, Latch, Metric, Schema } from "effect"
+import type { AnyDefinition, AnyHandler, Status } from "../DurableObject.ts"
+import {
+  CallTimeout,
+  HandlerDefect,
+  InvalidObjectId,
+  InvalidPayload,
+  maxObjectIdLength,
+  ObjectOverloaded,
+  ReentrantCall,
+  RuntimeShutdown,
+  StateDecodeError,
+  type StorageError,
+  UnknownHandler,
+  type VersionConflict
+} from "../Errors.ts"
+import { Storage } from "../Storage.ts"
+import * as Telemetry from "../Telemetry.ts"
+import { type Cell, makeContext as makeObjectContext } from "./context.ts"
+import * as Mailbox from "./mailbox.ts"
+
+/** @internal */
+export const RuntimeTypeId = "~@durable-object/core/Runtime" as const
+
+/** The service each definition's layer provides. */
+export interface ObjectRuntime {
+  readonly call: (id: string, handler: string, payload: unknown) => Effect.Effect<unknown, unknown>
+  readonly callEncoded: (id: string, handler: string, payload: unknown) => Effect.Effect<unknown, unknown>
+  readonly stop: (id: string) => Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict | HandlerDefect>
+  readonly delete: (id: string) => Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict>
+  readonly status: (id: string) => Effect.Effect<Status>
+  readonly loadedIds: Effect.Effect<ReadonlyArray<string>>
+}
+
+/** The chain of objects whose handlers are running further up the current call, as `type/id`. */
+export const CallChain = Context.Reference<ReadonlyArray<string>>("@durable-object/core/CallChain", {
+  defaultValue: () => []
+})
+
+type InstanceStatus = "unloaded" | "active" | "hibernated" | "stopped"
+
+interface Instance extends Mailbox.Mailbox {
+  readonly id: string
+  readonly chainKey: string
+  status: InstanceStatus
+  /** The committed state, decoded (only while active). */
+  state: unknown
+  /** The committed state as JSON (the initial state's encoding while nothing is stored). */
+  json: string
+  /** The stored version (0: no row). */
+  version: number
+  /** When the last call finished, for idle expiry. */
+  lastActive: number
+}
+
+interface Prepared {
+  readonly name: string
+  readonly spec: AnyHandler
+  readonly validate: ((u: unknown) => Exit.Exit<unknown, Schema.SchemaError>) | undefined
+  readonly decodeEncoded: ((u: unknown) => Exit.Exit<unknown, Schema.SchemaError>) | undefined
+  readonly encodeSuccess: ((u: unknown) => Exit.Exit<unknown, Schema.SchemaError>) | undefined
+  readonly attributes: Record<string, string>
+  readonly outcomes: Record<Telemetry.CallOutcome, Metric.Metric<number, unknown>>
+  readonly duration: Metric.Metric<number, unknown>
+}
+
+const RETRY: unique symbol = Symbol.for("@durable-object/core/internal/retry")
+
+const encoder = new TextEncoder()
+
+const checkId = (objectType: string, id: unknown): InvalidObjectId | undefined => {
+  if (typeof id !== "string") return new InvalidObjectId({ objectType, reason: "an id must be a string" })
+  if (id.length === 0) return new InvalidObjectId({ objectType, reason: "an id must not be empty" })
+  // A UTF-16 code unit is at most 3 UTF-8 bytes, so short ids skip the byte count.
+  if (id.length * 3 > maxObjectIdLength && encoder.encode(id).length > maxObjectIdLength) {
+    return new InvalidObjectId({ objectType, reason: `an id must be at most ${maxObjectIdLength} UTF-8 bytes` })
+  }
+  if (!id.isWellFormed()) {
+    return new InvalidObjectId({ objectType, reason: "an id must be well-formed Unicode (no lone surrogates)" })
+  }
+  if (id.includes("\u0000")) return new InvalidObjectId({ objectType, reason: "an id must not contain NUL" })
+  return undefined
+}
+
+const outcomeNames: ReadonlyArray<Telemetry.CallOutcome> = [
+  "success",
+  "failure",
+  "defect",
+  "timeout",
+  "interrupted",
+  "overloaded",
+  "rejected"
+]
+
+const outcomeOf = (exit: Exit.Exit<unknown, unknown>): Telemetry.CallOutcome => {
+  if (Exit.isSuccess(exit)) return "success"
+  const cause = exit.cause
+  if (Cause.hasInterruptsOnly(cause)) return "interrupted"
+  const error = Cause.findError(cause)
+  if (error._tag === "Success") {
+    const e = error.success as { readonly _tag?: unknown }
+    switch (e?._tag) {
+      case "HandlerDefect":
+        return "defect"
+      case "CallTimeout":
+        return "timeout"
+      case "ObjectOverloaded":
+        return "overloaded"
+      case "InvalidPayload":
+      case "UnknownHandler":
+      case "InvalidObjectId":
+      case "ReentrantCall":
+      case "RuntimeShutdown":
+        return "rejected"
+    }
+    return "failure"
+  }
+  return "defect"
+}
+
+/** Builds the runtime of one object type in the current scope. */
+export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, any> =>
+  Effect.gen(function*() {
+    const storage = yield* Storage
+    const clock = yield* Clock.Clock
+    const fullContext = yield* Effect.context<never>()
+    const services: Context.Context<never> | undefined = def.services.length === 0
+      ? undefined
+      : Context.pick(...def.services)(fullContext) as Context.Context<never>
+    const objectType = def.name
+    const options = def.options
+
+    const stateJson = Schema.fromJsonString(Schema.toCodecJson(def.state)) as unknown as Schema.Codec<unknown, string>
+    const encodeState = Schema.encodeUnknownExit(stateJson)
+    const decodeState = Schema.decodeUnknownExit(stateJson)
+
+    const typeAttributes = { object_type: objectType }
+    const loadedGauge = Metric.withAttributes(Telemetry.activeObjects, typeAttributes)
+    const activationCounter = Metric.withAttributes(Telemetry.activations, typeAttributes)
+
+    const prepared = new Map<string, Prepared>()
+    for (const [name, spec] of Object.entries(def.handlers as Record<string, AnyHandler>)) {
+      const payload = spec.payload
+      const success = spec.success
+      const attributes = { object_type: objectType, handler: name }
+      const outcomes = {} as Record<Telemetry.CallOutcome, Metric.Metric<number, unknown>>
+      for (const outcome of outcomeNames) {
+        outcomes[outcome] = Metric.withAttributes(Telemetry.calls, { ...attributes, outcome })
+      }
+      prepared.set(name, {
+        name,
+        spec,
+        validate: payload === undefined
+          ? undefined
+          : Schema.decodeUnknownExit(Schema.toType(payload) as unknown as Schema.Decoder<unknown>),
+        decodeEncoded: payload === undefined
+          ? undefined
+          : Schema.decodeUnknownExit(Schema.toCodecJson(payload) as unknown as Schema.Decoder<unknown>),
+        encodeSuccess: success === undefined
+          ? undefined
+          : Schema.encodeUnknownExit(Schema.toCodecJson(success) as unknown as Schema.Codec<unknown, unknown>),
+        attributes: {
+          [Telemetry.attributes.objectType]: objectType,
+          [Telemetry.attributes.handler]: name
+        },
+        outcomes,
+        duration: Metric.withAttributes(Telemetry.callDuration, attributes)
+      })
+    }
+    const handlerNames = Array.from(prepared.keys())
+
+    // ---------------------------------------------------------------------------------------------------
+    // Registry and idle lists
+    // ---------------------------------------------------------------------------------------------------
+
+    const objects = new Map<string, Instance>()
+    // Both maps iterate in insertion order, and an instance is re-inserted whenever it goes idle, so the
+    // first entry is always the one idle longest: the sweeper needs no heap.
+    const idleActive = new Map<string, Instance>()
+    const idleHibernated = new Map<string, Instance>()
+    const wakeSweeper = Latch.makeUnsafe(false)
+    let loaded = 0
+    let closing = false
+
+    const hibernates = options.hibernateAfterMillis < options.shutdownAfterMillis
+
+    const instanceFor = (id: string): Instance => {
+      let inst = objects.get(id)
+      if (inst === undefined) {
+        inst = {
+          id,
+          chainKey: `${objectType}/${id}`,
+          status: "unloaded",
+          state: undefined,
+          json: "",
+          version: 0,
+          lastActive: 0,
+          busy: false,
+          waiters: []
+        }
+        objects.set(id, inst)
+      }
+      return inst
+    }
+
+    const reportLoaded = Effect.suspend(() => Metric.update(loadedGauge, loaded))
+
+    /** Forgets the in-memory copy; the next call reloads from storage. */
+    const unload = (inst: Instance) => {
+      if (inst.status === "active" || inst.status === "hibernated") loaded--
+      inst.status = "unloaded"
+      inst.state = undefined
+      idleActive.delete(inst.id)
+      idleHibernated.delete(inst.id)
+    }
+
+    const markStopped = (inst: Instance) => {
+      unload(inst)
+      inst.status = "stopped"
+      if (objects.get(inst.id) === inst) objects.delete(inst.id)
+    }
+
+    const touch = (inst: Instance) => {
+      inst.lastActive = clock.currentTimeMillisUnsafe()
+      idleActive.delete(inst.id)
+      idleActive.set(inst.id, inst)
+      if (idleActive.size === 1) wakeSweeper.openUnsafe()
+    }
+
+    const releaseLock = (inst: Instance) => {
+      if (!Mailbox.release(inst)) return
+      if (inst.status === "active") touch(inst)
+      else if (inst.status === "unloaded") markStopped(inst)
+    }
+
+    const wake = (inst: Instance): Effect.Effect<void> => {
+      const decoded = decodeState(inst.json)
+      // We encoded this JSON ourselves from a valid state, so failing to decode it is a bug.
+      if (Exit.isFailure(decoded)) return Effect.die(decoded.cause)
+      inst.state = decoded.value
+      inst.status = "active"
+      idleHibernated.delete(inst.id)
+      return Effect.void
+    }
+
+    // ---------------------------------------------------------------------------------------------------
+    // Running user code
+    // ---------------------------------------------------------------------------------------------------
+
+    const makeContext = (id: string, cell: Cell) => makeObjectContext(objectType, id, cell)
+
+    /**
+     * Runs user code with the declared services and the call chain, turning defects into `HandlerDefect`.
+     * Interruptions pass through untouched.
+     */
+    const runUser = <A, E>(
+      inst: Instance,
+      handler: string,
+      chain: ReadonlyArray<string>,
+      effect: Effect.Effect<A, E, unknown>
+    ): Effect.Effect<A, E | HandlerDefect> => {
+      const nextChain = [...chain, inst.chainKey]
+      const provided = Effect.updateContext(effect as Effect.Effect<A, E>, (context: Context.Context<never>) => {
+        const withChain = Context.add(context, CallChain, nextChain)
+        return services === undefined ? withChain : Context.merge(withChain, services)
+      })
+      return Effect.catchCause(provided, (cause): Effect.Effect<never, E | HandlerDefect> => {
+        if (Cause.hasDies(cause) && !Cause.hasInterruptsOnly(cause)) {
+          return Effect.fail(
+            new HandlerDefect({
+              objectType,
+              objectId: inst.id,
+              handler,
+              defect: Cause.squash(cause),
+              pretty: Cause.pretty(cause)
+            })
+          )
+        }
+        return Effect.failCause(cause)
+      })
+    }
+
+    /**
+     * Commits what user code left in `cell`, if anything changed. Runs with the lock held. Any failure of
+     * the commit (or an interruption during it) drops the in-memory copy: the outcome of a commit that did
+     * not answer is unknown, so the next call reloads the truth from storage.
+     */
+    const commitCell = (
+      inst: Instance,
+      handler: string,
+      cell: Cell
+    ): Effect.Effect<void, StorageError | VersionConflict | HandlerDefect> => {
+      if (cell.state === inst.state) return Effect.void
+      const encoded = encodeState(cell.state)
+      if (Exit.isFailure(encoded)) {
+        return Effect.fail(
+          new HandlerDefect({
+            objectType,
+            objectId: inst.id,
+            handler,
+            defect: encoded.cause,
+            pretty: `the new state does not encode with the state schema: ${Cause.pretty(encoded.cause)}`
+          })
+        )
+      }
+      const json = encoded.value
+      if (json === inst.json) {
+        inst.state = cell.state
+        return Effect.void
+      }
+      return storage.commit({ objectType, objectId: inst.id, expectedVersion: inst.version, state: json }).pipe(
+        Effect.onExit((exit) =>
+          Effect.sync(() => {
+            if (Exit.isSuccess(exit)) {
+              inst.state = cell.state
+              inst.json = json
+              inst.version = exit.value
+            } else {
+              unload(inst)
+            }
+          })
+        )
+      ) as Effect.Effect<void, StorageError | VersionConflict>
+    }
+
+    const activate = (inst: Instance, chain: ReadonlyArray<string>) =>
+      Effect.gen(function*() {
+        const stored = yield* storage.load(objectType, inst.id)
+        let state: unknown
+        let version = 0
+        if (stored !== undefined) {
+          const decoded = decodeState(stored.state)
+          if (Exit.isFailure(decoded)) {
+            return yield* new StateDecodeError({
+              objectType,
+              objectId: inst.id,
+              issue: Cause.pretty(decoded.cause)
+            })
+          }
+          state = decoded.value
+          version = stored.version
+        } else {
+          state = def.initialState()
+        }
+        // Keep our own canonical JSON, so "did the state change?" is a string comparison against it.
+        const json = encodeState(state)
+        if (Exit.isFailure(json)) {
+          return yield* new HandlerDefect({
+            objectType,
+            objectId: inst.id,
+            handler: stored === undefined ? "initialState" : "load",
+            defect: json.cause,
+            pretty: `the state does not encode with the state schema: ${Cause.pretty(json.cause)}`
+          })
+        }
+        inst.state = state
+        inst.json = json.value
+        inst.version = version
+        inst.status = "active"
+        loaded++
+        yield* reportLoaded
+        yield* Metric.update(activationCounter, 1)
+        if (def.onLoad !== undefined) {
+          const cell: Cell = { state }
+          const onLoad = def.onLoad
+          yield* runUser(inst, "onLoad", chain, Effect.suspend(() => onLoad(makeContext(inst.id, cell) as any))).pipe(
+            Effect.andThen(Effect.uninterruptible(commitCell(inst, "onLoad", cell))),
+            Effect.onError(() =>
+              Effect.suspend(() => {
+                unload(inst)
+                return reportLoaded
+              })
+            )
+          )
+        }
+      }).pipe(
+        Effect.withSpan(Telemetry.spanActivate, {
+          attributes: { [Telemetry.attributes.objectType]: objectType, [Telemetry.attributes.objectId]: inst.id }
+        })
+      )
+
+    // ---------------------------------------------------------------------------------------------------
+    // Calls
+    // ---------------------------------------------------------------------------------------------------
+
+    const overloaded = (inst: Instance) => () =>
+      new ObjectOverloaded({ objectType, objectId: inst.id, mailboxCapacity: options.mailboxCapacity })
+
+    /** Waits for the lock, activates or wakes the object, and runs the handler on a private cell. */
+    const runHandler = (
+      inst: Instance,
+      ticket: Mailbox.Ticket,
+      handler: Prepared,
+      payload: unknown,
+      chain: ReadonlyArray<string>
+    ) =>
+      Effect.gen(function*() {
+        yield* Mailbox.acquire(inst, ticket, options.mailboxCapacity, overloaded(inst))
+        if (inst.status === "stopped") return RETRY
+        if (inst.status === "unloaded") yield* activate(inst, chain)
+        else if (inst.status === "hibernated") yield* wake(inst)
+        const cell: Cell = { state: inst.state }
+        const reply = yield* runUser(
+          inst,
+          handler.name,
+          chain,
+          Effect.suspend(() => handler.spec.handle(payload, makeContext(inst.id, cell)))
+        )
+        return [reply, cell] as const
+      })
+
+    const withTimeout = <A, E>(inst: Instance, handler: string, effect: Effect.Effect<A, E>) =>
+      Number.isFinite(options.callTimeoutMillis)
+        ? Effect.timeoutOrElse(effect, {
+          duration: options.callTimeoutMillis,
+          orElse: () =>
+            Effect.fail(
+              new CallTimeout({ objectType, objectId: inst.id, handler, timeoutMillis: options.callTimeoutMillis })
+            )
+        })
+        : effect
+
+    const execute = (id: string, handler: Prepared, payload: unknown): Effect.Effect<unknown, unknown> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const chain = yield* CallChain
+          const chainKey = `${objectType}/${id}`
+          if (chain.includes(chainKey)) {
+            return yield* new ReentrantCall({ objectType, objectId: id, handler: handler.name, chain: [...chain] })
+          }
+          while (true) {
+            if (closing) return yield* new RuntimeShutdown({ objectType })
+            const inst = instanceFor(id)
+            const ticket = Mailbox.makeTicket()
+            const ran = yield* Effect.exit(
+              restore(withTimeout(inst, handler.name, runHandler(inst, ticket, handler, payload, chain)))
+            )
+            if (!ticket.granted) return yield* ran
+            if (Exit.isSuccess(ran) && ran.value === RETRY) {
+              releaseLock(inst)
+              continue
+            }
+            const committed = yield* Effect.exit(
+              Exit.isSuccess(ran) && ran.value !== RETRY
+                ? restore(commitCell(inst, handler.name, ran.value[1])).pipe(Effect.as(ran.value[0]))
+                : ran
+            )
+            releaseLock(inst)
+            if (inst.status !== "active") yield* reportLoaded
+            return yield* committed
+          }
+        })
+      ).pipe(
+        Effect.onExit((exit) => Metric.update(handler.outcomes[outcomeOf(exit)], 1)),
+        Effect.withSpan(Telemetry.spanCall, {
+          attributes: { ...handler.attributes, [Telemetry.attributes.objectId]: id }
+        })
+      )
+
+    const timed = <A, E>(handler: Prepared, effect: Effect.Effect<A, E>) =>
+      Effect.suspend(() => {
+        const start = clock.currentTimeMillisUnsafe()
+        return Effect.onExit(
+          effect,
+          () => Metric.update(handler.duration, clock.currentTimeMillisUnsafe() - start)
+        )
+      })
+
+    const prepareCall = (id: string, name: string, input: unknown, encoded: boolean) => {
+      const handler = prepared.get(name)
+      if (handler === undefined) {
+        return Effect.fail(new UnknownHandler({ objectType, handler: String(name), known: handlerNames }))
+      }
+      const idError = checkId(objectType, id)
+      if (idError !== undefined) return Effect.fail(idError)
+      let payload: unknown = undefined
+      const decode = encoded ? handler.decodeEncoded : handler.validate
+      if (decode !== undefined) {
+        const decoded = decode(input)
+        if (Exit.isFailure(decoded)) {
+          const error = Cause.findError(decoded.cause)
+          return Effect.fail(
+            new InvalidPayload({
+              objectType,
+              handler: name,
+              issue: error._tag === "Success" ? error.success.message : Cause.pretty(decoded.cause)
+            })
+          )
+        }
+        payload = decoded.value
+      }
+      return timed(handler, execute(id, handler, payload)).pipe(
+        encoded && handler.encodeSuccess !== undefined
+          ? Effect.flatMap((reply) => {
+            const out = handler.encodeSuccess!(reply)
+            return Exit.isSuccess(out) ? Effect.succeed(out.value) : Effect.die(out.cause)
+          })
+          : (self) => self
+      )
+    }
+
+    // ---------------------------------------------------------------------------------------------------
+    // Stop, delete, shutdown
+    // ---------------------------------------------------------------------------------------------------
+
+    /** Runs `body` holding the object's lock (waiting in line without a capacity limit). */
+    const withLock = <A, E>(inst: Instance, body: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          const ticket = Mailbox.makeTicket()
+          const acquired = yield* Effect.exit(restore(Mailbox.acquire(inst, ticket, Infinity, overloaded(inst))))
+          if (!ticket.granted) return yield* (acquired as Exit.Exit<never>)
+          const result = yield* Effect.exit(restore(body))
+          releaseLock(inst)
+          yield* reportLoaded
+          return yield* result
+        })
+      )
+
+    /** With the lock held: runs `onShutdown` on a loaded object, commits its changes, and forgets it. */
+    const shutdownLocked = (inst: Instance) =>
+      Effect.gen(function*() {
+        if (inst.status === "hibernated") yield* wake(inst)
+        if (inst.status === "active" && def.onShutdown !== undefined) {
+          const cell: Cell = { state: inst.state }
+          const onShutdown = def.onShutdown
+          yield* runUser(inst, "onShutdown", [], Effect.suspend(() => onShutdown(makeContext(inst.id, cell) as any)))
+          yield* commitCell(inst, "onShutdown", cell)
+        }
+      }).pipe(
+        Effect.ensuring(Effect.sync(() => markStopped(inst))),
+        Effect.withSpan(Telemetry.spanShutdown, {
+          attributes: { [Telemetry.attributes.objectType]: objectType, [Telemetry.attributes.objectId]: inst.id }
+        })
+      )
+
+    const stop = (id: string) =>
+      Effect.suspend((): Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict | HandlerDefect> => {
+        const idError = checkId(objectType, id)
+        if (idError !== undefined) return Effect.fail(idError)
+        const inst = objects.get(id)
+        if (inst === undefined) return Effect.void
+        return withLock(inst, shutdownLocked(inst))
+      })
+
+    const delete_ = (id: string) =>
+      Effect.suspend((): Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict> => {
+        const idError = checkId(objectType, id)
+        if (idError !== undefined) return Effect.fail(idError)
+        const inst = instanceFor(id)
+        return withLock(
+          inst,
+          Effect.gen(function*() {
+            const version = inst.status === "active" || inst.status === "hibernated"
+              ? inst.version
+              : ((yield* storage.load(objectType, id))?.version ?? 0)
+            yield* storage.commit({ objectType, objectId: id, expectedVersion: version, state: null }).pipe(
+              Effect.onError(() => Effect.sync(() => unload(inst)))
+            )
+            markStopped(inst)
+          })
+        )
+      })
+
+    const status = (id: string) =>
+      Effect.sync((): Status => {
+        const inst = objects.get(id)
+        if (inst === undefined) return "stopped"
+        if (inst.status === "active" || inst.status === "hibernated") return inst.status
+        return "stopped"
+      })
+
+    // ---------------------------------------------------------------------------------------------------
+    // The sweeper: one fiber per object type that hibernates and shuts down idle objects
+    // ---------------------------------------------------------------------------------------------------
+
+    const nextExpiry = ():
+      | { readonly inst: Instance; readonly at: number; readonly action: "hibernate" | "shutdown" }
+      | undefined =>
+    {
+      let next: { inst: Instance; at: number; action: "hibernate" | "shutdown" } | undefined
+      const active = idleActive.values().next()
+      if (!active.done) {
+        const inst = active.value
+        next = hibernates
+          ? { inst, at: inst.lastActive + options.hibernateAfterMillis, action: "hibernate" }
+          : { inst, at: inst.lastActive + options.shutdownAfterMillis, action: "shutdown" }
+      }
+      const hibernated = idleHibernated.values().next()
+      if (!hibernated.done) {
+        const inst = hibernated.value
+        const at = inst.lastActive + options.shutdownAfterMillis
+        if (next === undefined || at < next.at) next = { inst, at, action: "shutdown" }
+      }
+      return next !== undefined && Number.isFinite(next.at) ? next : undefined
+    }
+
+    const expire = (inst: Instance, action: "hibernate" | "shutdown") => {
+      const eligible = action === "hibernate"
+        ? inst.status === "active"
+        : inst.status === "active" || inst.status === "hibernated"
+      if (inst.busy || !eligible) {
+        // A busy object is re-listed when its call finishes.
+        idleActive.delete(inst.id)
+        idleHibernated.delete(inst.id)
+        return Effect.void
+      }
+      if (action === "hibernate") {
+        inst.state = undefined
+        inst.status = "hibernated"
+        idleActive.delete(inst.id)
+        idleHibernated.set(inst.id, inst)
+        return Effect.void
+      }
+      if (!Mailbox.tryAcquire(inst)) return Effect.void
+      return shutdownLocked(inst).pipe(
+        Effect.catchCause((cause) =>
+          Effect.logWarning("durable-object: onShutdown failed; the object stopped without its changes").pipe(
+            Effect.annotateLogs({ objectType, objectId: inst.id, cause: Cause.pretty(cause) })
+          )
+        ),
+        Effect.ensuring(
+          Effect.suspend(() => {
+            releaseLock(inst)
+            return reportLoaded
+          })
+        )
+      )
+    }
+
+    const sweeper = Effect.gen(function*() {
+      while (true) {
+        wakeSweeper.closeUnsafe()
+        const next = nextExpiry()
+        if (next === undefined) {
+          yield* wakeSweeper.await
+          continue
+        }
+        const now = clock.currentTimeMillisUnsafe()
+        if (next.at > now) {
+          yield* Effect.raceFirst(Effect.sleep(next.at - now), wakeSweeper.await)
+          continue
+        }
+        yield* expire(next.inst, next.action)
+      }
+    })
+
+    yield* Effect.forkScoped(sweeper)
+
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        closing = true
+        return Effect.forEach(
+          Array.from(objects.values()),
+          (inst) =>
+            withLock(inst, inst.status === "stopped" ? Effect.void : shutdownLocked(inst)).pipe(
+              Effect.catchCause((cause) =>
+                Effect.logWarning("durable-object: graceful stop failed").pipe(
+                  Effect.annotateLogs({ objectType, objectId: inst.id, cause: Cause.pretty(cause) })
+                )
+              )
+            ),
+          { concurrency: 16, discard: true }
+        )
+      })
+    )
+
+    return {
+      call: (id, handler, payload) => prepareCall(id, handler, payload, false),
+      callEncoded: (id, handler, payload) => prepareCall(id, handler, payload, true),
+      stop,
+      delete: delete_,
+      status,
+      loadedIds: Effect.sync(() =>
+        Array.from(objects.values()).filter((i) => i.status === "active" || i.status === "hibernated").map((i) => i.id)
+      )
+    } satisfies ObjectRuntime
+  })
