@@ -389,6 +389,8 @@ export type E<D> = D extends Definition<any, any, any, any, infer E, any> ? E : 
 export type NameOf<D> = D extends Definition<infer Name, any, any, any, any, any> ? Name : never
 /** @internal */
 export type HandlerName<D> = keyof P<D> & string
+/** @internal */
+export type AnyHandlerError<D> = { readonly [K in keyof E<D>]: TypeOf<E<D>[K], never> }[keyof E<D>]
 
 /**
  * Calls a handler by name: the generic form of `definition.client(id)[handler](payload)`, with the same
@@ -422,7 +424,7 @@ export const callEncoded = <D extends AnyDefinition>(
   id: string,
   handler: string,
   payload: unknown
-): Effect.Effect<unknown, DurableObjectError | UnknownHandler | TypeOf<E<D>[keyof E<D>], never>, Runtime<NameOf<D>>> =>
+): Effect.Effect<unknown, DurableObjectError | UnknownHandler | AnyHandlerError<D>, Runtime<NameOf<D>>> =>
   definition.runtime.use((rt) => rt.callEncoded(id, handler, payload)) as any
 
 /**

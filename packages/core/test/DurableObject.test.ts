@@ -1,0 +1,537 @@
+import { DurableObject, DurableObjectTest, Errors, Storage, Telemetry } from "@durable-object/core"
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, Effect, Exit, Fiber, Layer, Metric, Schema, Tracer } from "effect"
+import { TestClock } from "effect/testing"
+import {
+  Counter,
+  Journal,
+  LimitExceeded,
+  makeGates,
+  makeJournal,
+  PingA,
+  PingB,
+  sharedMemoryStorage,
+  Slow
+} from "./fixtures.ts"
+
+const journalLayer = makeJournal
+const CounterTest = () => DurableObjectTest.layer(Counter).pipe(Layer.provideMerge(journalLayer()))
+const entries = Effect.map(Journal, (j) => j.entries)
+
+/** Runs `effect` against a fresh Counter runtime (a new layer) on the given storage. */
+const withCounterRuntime = <A, E, R>(storage: Layer.Layer<Storage.Storage>, effect: Effect.Effect<A, E, R>) =>
+  effect.pipe(Effect.provide(Counter.layer.pipe(Layer.provide(storage), Layer.provideMerge(journalLayer()))))
+
+/** Lets forked fibers run until they block. */
+const settle = Effect.repeat(Effect.yieldNow, { times: 20 })
+
+const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
+  assert.isTrue(Exit.isFailure(exit), "expected a failure")
+  const error = Cause.findError((exit as Exit.Failure<A, E>).cause)
+  assert.strictEqual(error._tag, "Success", "expected a typed failure")
+  return (error as { success: E }).success
+}
+
+describe("DurableObject", () => {
+  describe("calls", () => {
+    it.effect("a first call starts the object from initialState and later calls see its state", () =>
+      Effect.gen(function*() {
+        assert.strictEqual(yield* DurableObject.status(Counter, "a"), "stopped")
+        const counter = Counter.client("a")
+        assert.strictEqual(yield* counter.increment({ amount: 2 }), 2)
+        assert.strictEqual(yield* counter.increment({ amount: 3 }), 5)
+        assert.strictEqual(yield* counter.get(), 5)
+        assert.strictEqual(yield* DurableObject.status(Counter, "a"), "active")
+        assert.deepStrictEqual(yield* entries, ["load:a"])
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("the generic API has the same types and effect as the client", () =>
+      Effect.gen(function*() {
+        const n: number = yield* DurableObject.call(Counter, "g", "increment", { amount: 4 })
+        assert.strictEqual(n, 4)
+        assert.strictEqual(yield* DurableObject.call(Counter, "g", "get"), 4)
+        yield* DurableObject.call(Counter, "g", "reset")
+        assert.strictEqual(yield* Counter.client("g").get(), 0)
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("objects with different ids have separate state", () =>
+      Effect.gen(function*() {
+        yield* Counter.client("x").increment({ amount: 1 })
+        yield* Counter.client("y").increment({ amount: 10 })
+        assert.strictEqual(yield* Counter.client("x").get(), 1)
+        assert.strictEqual(yield* Counter.client("y").get(), 10)
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("state is stored in its schema's encoded form and decodes back exactly (DateTime included)", () =>
+      Effect.gen(function*() {
+        yield* TestClock.setTime(1_700_000_000_123)
+        yield* Counter.client("d").increment({ amount: 1 })
+        const storage = yield* Storage.Storage
+        const stored = yield* storage.load("Counter", "d")
+        assert.deepStrictEqual(JSON.parse(stored!.state), {
+          count: 1,
+          lastIncrementedAt: "2023-11-14T22:13:20.123Z"
+        })
+        const state = yield* DurableObjectTest.persistedState(Counter, "d")
+        assert.strictEqual(state?.lastIncrementedAt?.epochMilliseconds, 1_700_000_000_123)
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("callEncoded decodes an encoded payload, encodes the reply, and names unknown handlers", () =>
+      Effect.gen(function*() {
+        assert.strictEqual(yield* DurableObject.callEncoded(Counter, "e", "increment", { amount: 7 }), 7)
+        const unknown = yield* Effect.exit(DurableObject.callEncoded(Counter, "e", "explode", {}))
+        const error = failureOf(unknown) as Errors.UnknownHandler
+        assert.strictEqual(error._tag, "UnknownHandler")
+        assert.strictEqual(error.handler, "explode")
+        assert.include(error.known, "increment")
+        assert.strictEqual(yield* DurableObject.status(Counter, "e"), "active")
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("handlers can use the services they declare", () =>
+      Effect.gen(function*() {
+        yield* Counter.client("s").log("hello")
+        assert.deepStrictEqual(yield* entries, ["load:s", "hello"])
+      }).pipe(Effect.provide(CounterTest())))
+  })
+
+  describe("persistence", () => {
+    it.effect("state survives a fresh runtime on the same storage", () =>
+      Effect.gen(function*() {
+        const storage = yield* sharedMemoryStorage
+        yield* withCounterRuntime(storage, Counter.client("p").increment({ amount: 41 }))
+        const n = yield* withCounterRuntime(storage, Counter.client("p").increment({ amount: 1 }))
+        assert.strictEqual(n, 42)
+      }))
+
+    it.effect("nothing is written for an object whose state never changed", () =>
+      Effect.gen(function*() {
+        assert.strictEqual(yield* Counter.client("r").get(), 0)
+        yield* Counter.client("r").reset() // count is already 0: same encoded state
+        assert.strictEqual(yield* DurableObjectTest.persistedVersion(Counter, "r"), 0)
+        assert.isUndefined(yield* DurableObjectTest.persistedState(Counter, "r"))
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("each committed change bumps the stored version by one; reads bump nothing", () =>
+      Effect.gen(function*() {
+        const c = Counter.client("v")
+        yield* c.increment({ amount: 1 })
+        yield* c.increment({ amount: 1 })
+        yield* c.get()
+        assert.strictEqual(yield* DurableObjectTest.persistedVersion(Counter, "v"), 2)
+      }).pipe(Effect.provide(CounterTest())))
+  })
+
+  describe("transactional handlers", () => {
+    it.effect("a handler's typed error reaches the caller and leaves no trace", () =>
+      Effect.gen(function*() {
+        const c = Counter.client("t")
+        yield* c.increment({ amount: 5 })
+        const error = failureOf(yield* Effect.exit(c.incrementThenFail()))
+        assert.instanceOf(error, LimitExceeded)
+        assert.strictEqual(yield* c.get(), 5)
+        assert.strictEqual((yield* DurableObjectTest.persistedState(Counter, "t"))?.count, 5)
+        assert.strictEqual(yield* DurableObjectTest.persistedVersion(Counter, "t"), 1)
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("a defect becomes HandlerDefect, resets the object and touches no other object", () =>
+      Effect.gen(function*() {
+        yield* Counter.client("t").increment({ amount: 5 })
+        yield* Counter.client("other").increment({ amount: 9 })
+        const error = failureOf(yield* Effect.exit(Counter.client("t").incrementThenDie())) as Errors.HandlerDefect
+        assert.strictEqual(error._tag, "HandlerDefect")
+        assert.strictEqual(error.handler, "incrementThenDie")
+        assert.include(error.pretty, "boom")
+        assert.strictEqual(yield* Counter.client("t").get(), 5)
+        assert.strictEqual(yield* Counter.client("other").get(), 9)
+        assert.strictEqual(yield* DurableObjectTest.persistedVersion(Counter, "t"), 1)
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("a call past callTimeout gets CallTimeout and its changes are rolled back", () =>
+      Effect.gen(function*() {
+        const c = Counter.client("slow")
+        yield* c.increment({ amount: 1 })
+        const fiber = yield* Effect.forkChild(Effect.exit(c.incrementThenSleep({ millis: 60_000 })))
+        yield* TestClock.adjust("5 seconds")
+        const error = failureOf(yield* Fiber.join(fiber)) as Errors.CallTimeout
+        assert.strictEqual(error._tag, "CallTimeout")
+        assert.strictEqual(error.timeoutMillis, 5000)
+        assert.strictEqual(yield* c.get(), 1)
+        assert.strictEqual(yield* DurableObjectTest.persistedVersion(Counter, "slow"), 1)
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("an interrupted call writes nothing and the object stays usable", () =>
+      Effect.gen(function*() {
+        const c = Counter.client("int")
+        yield* c.increment({ amount: 1 })
+        const fiber = yield* Effect.forkChild(c.incrementThenSleep({ millis: 1000 }))
+        yield* Effect.yieldNow
+        yield* Fiber.interrupt(fiber)
+        assert.strictEqual(yield* c.get(), 1)
+        assert.strictEqual(yield* c.increment({ amount: 1 }), 2)
+        assert.strictEqual(yield* DurableObjectTest.persistedVersion(Counter, "int"), 2)
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("a reply is released only after its state is committed", () =>
+      Effect.gen(function*() {
+        let committedBeforeReply = false
+        const memory = yield* Storage.makeMemory
+        const observing = Layer.succeed(Storage.Storage, {
+          ...memory,
+          commit: (write) =>
+            Effect.tap(memory.commit(write), () =>
+              Effect.sync(() => {
+                committedBeforeReply = true
+              }))
+        })
+        const n = yield* withCounterRuntime(observing, Counter.client("o").increment({ amount: 3 }))
+        assert.strictEqual(n, 3)
+        assert.isTrue(committedBeforeReply)
+      }))
+
+    it.effect("a failed commit fails the call with StorageError, reverts state, and the next call works", () =>
+      Effect.gen(function*() {
+        const memory = yield* Storage.makeMemory
+        let failNext = false
+        const flaky = Layer.succeed(Storage.Storage, {
+          ...memory,
+          commit: (write) =>
+            Effect.suspend(() => {
+              if (failNext) {
+                failNext = false
+                return Effect.fail(new Errors.StorageError({ operation: "commit", detail: "disk on fire" }))
+              }
+              return memory.commit(write)
+            })
+        })
+        yield* withCounterRuntime(
+          flaky,
+          Effect.gen(function*() {
+            const c = Counter.client("f")
+            yield* c.increment({ amount: 1 })
+            failNext = true
+            const error = failureOf(yield* Effect.exit(c.increment({ amount: 1 })))
+            assert.strictEqual((error as Errors.StorageError)._tag, "StorageError")
+            assert.strictEqual(yield* c.get(), 1)
+            assert.strictEqual(yield* c.increment({ amount: 1 }), 2)
+          })
+        )
+      }))
+
+    it.effect("two runtimes on one storage never lose an update: the stale one gets VersionConflict and reloads", () =>
+      Effect.gen(function*() {
+        const storage = yield* sharedMemoryStorage
+        const runtimeA = Counter.layer.pipe(Layer.provide(storage), Layer.provide(journalLayer()))
+        const runtimeB = Counter.layer.pipe(Layer.provide(storage), Layer.provide(journalLayer()))
+        const contextA = yield* Layer.build(runtimeA)
+        const contextB = yield* Layer.build(runtimeB)
+        const onA = <A, E>(e: Effect.Effect<A, E, DurableObject.Runtime<"Counter">>) => Effect.provide(e, contextA)
+        const onB = <A, E>(e: Effect.Effect<A, E, DurableObject.Runtime<"Counter">>) => Effect.provide(e, contextB)
+        const c = Counter.client("shared")
+        assert.strictEqual(yield* onA(c.increment({ amount: 1 })), 1)
+        assert.strictEqual(yield* onB(c.increment({ amount: 1 })), 2) // B loads version 1
+        const conflict = failureOf(yield* Effect.exit(onA(c.increment({ amount: 1 })))) as Errors.VersionConflict
+        assert.strictEqual(conflict._tag, "VersionConflict")
+        assert.strictEqual(conflict.expectedVersion, 1)
+        assert.strictEqual(conflict.actualVersion, 2)
+        assert.strictEqual(yield* onA(c.increment({ amount: 1 })), 3) // A reloaded
+        const stale = failureOf(yield* Effect.exit(onB(c.increment({ amount: 1 })))) as Errors.VersionConflict
+        assert.strictEqual(stale._tag, "VersionConflict")
+        assert.strictEqual(yield* onB(c.increment({ amount: 1 })), 4) // B reloaded too
+        assert.strictEqual(
+          yield* DurableObjectTest.persistedVersion(Counter, "shared").pipe(Effect.provide(storage)),
+          4
+        )
+      }))
+  })
+
+  describe("concurrency", () => {
+    it.effect("1,000 concurrent increments on one object end at exactly 1,000", () =>
+      Effect.gen(function*() {
+        const c = Counter.client("hot")
+        yield* Effect.forEach(Array.from({ length: 1000 }), () => c.increment({ amount: 1 }), {
+          concurrency: "unbounded",
+          discard: true
+        })
+        assert.strictEqual(yield* c.get(), 1000)
+        assert.strictEqual((yield* DurableObjectTest.persistedState(Counter, "hot"))?.count, 1000)
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("1,000 racing first calls activate the object exactly once", () =>
+      Effect.gen(function*() {
+        const results = yield* Effect.forEach(
+          Array.from({ length: 1000 }),
+          () => Effect.exit(Counter.client("race").get()),
+          { concurrency: "unbounded" }
+        )
+        assert.isTrue(results.every(Exit.isSuccess))
+        assert.deepStrictEqual(yield* entries, ["load:race"])
+        const activations = yield* Metric.value(
+          Metric.withAttributes(Telemetry.activations, { object_type: "Counter" })
+        )
+        assert.strictEqual(activations.count, 1)
+      }).pipe(Effect.provide(CounterTest()), Effect.provideService(Metric.MetricRegistry, new Map())))
+
+    it.effect("one object's handlers run one at a time, in arrival order", () =>
+      Effect.gen(function*() {
+        const gates = yield* makeGates
+        yield* Effect.gen(function*() {
+          const s = Slow.client("order")
+          const first = yield* Effect.forkChild(s.append({ entry: "1", gate: "g1" }))
+          yield* settle
+          const second = yield* Effect.forkChild(s.append({ entry: "2" }))
+          yield* settle
+          const third = yield* Effect.forkChild(s.append({ entry: "3" }))
+          yield* settle
+          assert.isUndefined(second.pollUnsafe(), "the second call must wait for the first")
+          yield* gates.open("g1")
+          assert.deepStrictEqual(yield* Fiber.join(first), ["1"])
+          assert.deepStrictEqual(yield* Fiber.join(second), ["1", "2"])
+          assert.deepStrictEqual(yield* Fiber.join(third), ["1", "2", "3"])
+        }).pipe(Effect.provide(DurableObjectTest.layer(Slow).pipe(Layer.provide(gates.layer))))
+      }))
+
+    it.effect("different objects run in parallel", () =>
+      Effect.gen(function*() {
+        const gates = yield* makeGates
+        yield* Effect.gen(function*() {
+          const blocked = yield* Effect.forkChild(Slow.client("a").append({ entry: "a", gate: "never" }))
+          yield* settle
+          assert.deepStrictEqual(yield* Slow.client("b").append({ entry: "b" }), ["b"])
+          yield* Fiber.interrupt(blocked)
+        }).pipe(Effect.provide(DurableObjectTest.layer(Slow).pipe(Layer.provide(gates.layer))))
+      }))
+
+    it.effect("calls beyond mailboxCapacity get ObjectOverloaded and change nothing", () =>
+      Effect.gen(function*() {
+        const gates = yield* makeGates
+        yield* Effect.gen(function*() {
+          const s = Slow.client("busy")
+          const running = yield* Effect.forkChild(s.append({ entry: "running", gate: "g" }))
+          yield* settle
+          const w1 = yield* Effect.forkChild(s.append({ entry: "w1" }))
+          yield* settle
+          const w2 = yield* Effect.forkChild(s.append({ entry: "w2" }))
+          yield* settle
+          const overflow = failureOf(yield* Effect.exit(s.append({ entry: "overflow" }))) as Errors.ObjectOverloaded
+          assert.strictEqual(overflow._tag, "ObjectOverloaded")
+          assert.strictEqual(overflow.mailboxCapacity, 2)
+          yield* gates.open("g")
+          yield* Fiber.join(running)
+          yield* Fiber.join(w1)
+          yield* Fiber.join(w2)
+          assert.deepStrictEqual(yield* s.read(), ["running", "w1", "w2"])
+        }).pipe(Effect.provide(DurableObjectTest.layer(Slow).pipe(Layer.provide(gates.layer))))
+      }))
+
+    it.effect("a handler calling its own object gets ReentrantCall instead of a deadlock", () =>
+      Effect.gen(function*() {
+        const error = failureOf(yield* Effect.exit(Counter.client("self").callSelf())) as Errors.ReentrantCall
+        assert.strictEqual(error._tag, "ReentrantCall")
+        assert.deepStrictEqual(error.chain, ["Counter/self"])
+        assert.strictEqual(yield* Counter.client("self").get(), 0) // still usable
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("a cycle across objects (A -> B -> A) gets ReentrantCall", () =>
+      Effect.gen(function*() {
+        const error = failureOf(yield* Effect.exit(PingA.client("p").viaB())) as Errors.ReentrantCall
+        assert.strictEqual(error._tag, "ReentrantCall")
+        assert.deepStrictEqual(error.chain, ["PingA/p", "PingB/p"])
+      }).pipe(Effect.provide(DurableObjectTest.layer(PingA, PingB))))
+  })
+
+  describe("bad input", () => {
+    it.effect("an invalid payload gets InvalidPayload and does not activate the object", () =>
+      Effect.gen(function*() {
+        const error = failureOf(
+          yield* Effect.exit(DurableObject.call(Counter, "bad", "increment", { amount: "five" } as any))
+        ) as Errors.InvalidPayload
+        assert.strictEqual(error._tag, "InvalidPayload")
+        assert.strictEqual(error.handler, "increment")
+        assert.include(error.issue, "amount")
+        assert.strictEqual(yield* DurableObject.status(Counter, "bad"), "stopped")
+        assert.deepStrictEqual(yield* entries, [])
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect.prop(
+      "any payload that does not match the schema is rejected with InvalidPayload, and a matching one is accepted",
+      { input: Schema.Json },
+      ({ input }) =>
+        Effect.gen(function*() {
+          const valid = typeof input === "object" && input !== null && !Array.isArray(input) &&
+            typeof (input as any).amount === "number"
+          const exit = yield* Effect.exit(DurableObject.callEncoded(Counter, "fuzz", "increment", input))
+          if (valid) {
+            assert.isTrue(Exit.isSuccess(exit) || failureOf(exit)._tag === "LimitExceeded")
+          } else {
+            assert.strictEqual(failureOf(exit)._tag, "InvalidPayload")
+          }
+        }).pipe(Effect.provide(CounterTest())),
+      { fastCheck: { numRuns: 200 } } as any
+    )
+
+    it.effect("ids that are empty, too long or malformed get InvalidObjectId; odd but valid ids work", () =>
+      Effect.gen(function*() {
+        for (const id of ["", "x".repeat(Errors.maxObjectIdLength + 1), "é".repeat(600), "a\uD800b", "nul\u0000"]) {
+          const error = failureOf(yield* Effect.exit(Counter.client(id).get()))
+          assert.strictEqual(error._tag, "InvalidObjectId", `id ${JSON.stringify(id.slice(0, 10))}`)
+        }
+        for (const id of ["x".repeat(Errors.maxObjectIdLength), "Robert'); DROP TABLE objects;--", "ünï 🎉 \"q\""]) {
+          assert.strictEqual(yield* Counter.client(id).increment({ amount: 1 }), 1)
+          assert.strictEqual((yield* DurableObjectTest.persistedState(Counter, id))?.count, 1)
+        }
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("stored state that does not decode gets StateDecodeError, stays inactive, and is left untouched", () =>
+      Effect.gen(function*() {
+        const storage = yield* Storage.Storage
+        yield* storage.commit({
+          objectType: "Counter",
+          objectId: "corrupt",
+          expectedVersion: 0,
+          state: JSON.stringify({ count: "not a number" })
+        })
+        const error = failureOf(yield* Effect.exit(Counter.client("corrupt").get())) as Errors.StateDecodeError
+        assert.strictEqual(error._tag, "StateDecodeError")
+        assert.include(error.issue, "count")
+        assert.strictEqual(yield* DurableObject.status(Counter, "corrupt"), "stopped")
+        const stored = yield* storage.load("Counter", "corrupt")
+        assert.deepStrictEqual(stored, { state: JSON.stringify({ count: "not a number" }), version: 1 })
+        // and it can still be deleted, after which it starts afresh
+        yield* DurableObject.delete(Counter, "corrupt")
+        assert.strictEqual(yield* Counter.client("corrupt").get(), 0)
+      }).pipe(Effect.provide(CounterTest())))
+  })
+
+  describe("lifecycle", () => {
+    it.effect("after hibernateAfter idle an object hibernates, and the next call wakes it with its state", () =>
+      Effect.gen(function*() {
+        yield* Counter.client("h").increment({ amount: 3 })
+        yield* TestClock.adjust("4 minutes")
+        assert.strictEqual(yield* DurableObject.status(Counter, "h"), "active")
+        yield* TestClock.adjust("1 minute")
+        assert.strictEqual(yield* DurableObject.status(Counter, "h"), "hibernated")
+        assert.strictEqual(yield* Counter.client("h").increment({ amount: 1 }), 4)
+        assert.strictEqual(yield* DurableObject.status(Counter, "h"), "active")
+        assert.deepStrictEqual(yield* entries, ["load:h"]) // woken, not reloaded
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("after shutdownAfter idle onShutdown has run and the object is gone; a call re-activates it", () =>
+      Effect.gen(function*() {
+        yield* Counter.client("s").increment({ amount: 3 })
+        yield* TestClock.adjust("59 minutes")
+        assert.strictEqual(yield* DurableObject.status(Counter, "s"), "hibernated")
+        yield* TestClock.adjust("1 minute")
+        assert.strictEqual(yield* DurableObject.status(Counter, "s"), "stopped")
+        assert.deepStrictEqual(yield* entries, ["load:s", "shutdown:s"])
+        assert.deepStrictEqual(yield* DurableObject.loadedIds(Counter), [])
+        assert.strictEqual(yield* Counter.client("s").get(), 3)
+        assert.deepStrictEqual(yield* entries, ["load:s", "shutdown:s", "load:s"])
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("activity resets the idle timers", () =>
+      Effect.gen(function*() {
+        const c = Counter.client("busy")
+        yield* c.get()
+        for (let i = 0; i < 5; i++) {
+          yield* TestClock.adjust("4 minutes")
+          yield* c.get()
+        }
+        assert.strictEqual(yield* DurableObject.status(Counter, "busy"), "active")
+        yield* TestClock.adjust("5 minutes")
+        assert.strictEqual(yield* DurableObject.status(Counter, "busy"), "hibernated")
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("stop runs onShutdown after the call in progress and keeps the stored state", () =>
+      Effect.gen(function*() {
+        yield* Counter.client("st").increment({ amount: 2 })
+        yield* DurableObject.stop(Counter, "st")
+        assert.strictEqual(yield* DurableObject.status(Counter, "st"), "stopped")
+        assert.deepStrictEqual(yield* entries, ["load:st", "shutdown:st"])
+        yield* DurableObject.stop(Counter, "st") // stopping a stopped object does nothing
+        assert.strictEqual(yield* Counter.client("st").get(), 2)
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("delete removes the stored state; the next call starts from initialState", () =>
+      Effect.gen(function*() {
+        yield* Counter.client("del").increment({ amount: 2 })
+        yield* DurableObject.delete(Counter, "del")
+        assert.strictEqual(yield* DurableObject.status(Counter, "del"), "stopped")
+        assert.isUndefined(yield* DurableObjectTest.persistedState(Counter, "del"))
+        assert.strictEqual(yield* Counter.client("del").get(), 0)
+        yield* DurableObject.delete(Counter, "never-existed")
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("closing the runtime stops loaded objects gracefully", () =>
+      Effect.gen(function*() {
+        const storage = yield* sharedMemoryStorage
+        const journal = { entries: [] as Array<string> }
+        yield* Counter.client("bye").increment({ amount: 1 }).pipe(
+          Effect.provide(Counter.layer.pipe(Layer.provide(storage), Layer.provide(Layer.succeed(Journal, journal))))
+        )
+        assert.deepStrictEqual(journal.entries, ["load:bye", "shutdown:bye"])
+      }))
+  })
+
+  describe("telemetry", () => {
+    it.effect("calls record a span with type, id and handler, and metrics by outcome", () => {
+      const spans: Array<Tracer.Span> = []
+      const tracer = Layer.succeed(
+        Tracer.Tracer,
+        Tracer.make({
+          span: (options) => {
+            const span = new Tracer.NativeSpan(options)
+            spans.push(span)
+            return span
+          }
+        })
+      )
+      return Effect.gen(function*() {
+        yield* Counter.client("m").increment({ amount: 1 })
+        yield* Effect.exit(Counter.client("m").incrementThenFail())
+        const call = spans.find((s) => s.name === Telemetry.spanCall)!
+        assert.strictEqual(call.attributes.get(Telemetry.attributes.objectType), "Counter")
+        assert.strictEqual(call.attributes.get(Telemetry.attributes.objectId), "m")
+        assert.strictEqual(call.attributes.get(Telemetry.attributes.handler), "increment")
+        assert.isTrue(spans.some((s) => s.name === Telemetry.spanActivate))
+        const success = yield* Metric.value(
+          Metric.withAttributes(Telemetry.calls, { object_type: "Counter", handler: "increment", outcome: "success" })
+        )
+        const failure = yield* Metric.value(
+          Metric.withAttributes(Telemetry.calls, {
+            object_type: "Counter",
+            handler: "incrementThenFail",
+            outcome: "failure"
+          })
+        )
+        assert.strictEqual(success.count, 1)
+        assert.strictEqual(failure.count, 1)
+        const loaded = yield* Metric.value(Metric.withAttributes(Telemetry.activeObjects, { object_type: "Counter" }))
+        assert.strictEqual(loaded.value, 1)
+        const duration = yield* Metric.value(
+          Metric.withAttributes(Telemetry.callDuration, { object_type: "Counter", handler: "increment" })
+        )
+        assert.strictEqual(duration.count, 1)
+      }).pipe(
+        Effect.provide(CounterTest()),
+        Effect.provide(tracer),
+        Effect.provideService(Metric.MetricRegistry, new Map())
+      )
+    })
+  })
+
+  describe("test kit", () => {
+    it.effect("runHandler runs one handler against a given state without a runtime", () =>
+      Effect.gen(function*() {
+        const run = yield* DurableObjectTest.runHandler(Counter, "increment", {
+          state: { count: 41, lastIncrementedAt: null },
+          payload: { amount: 1 }
+        })
+        assert.strictEqual(run.reply, 42)
+        assert.strictEqual(run.state.count, 42)
+        const failed = yield* Effect.flip(
+          DurableObjectTest.runHandler(Counter, "incrementThenFail", { state: { count: 0, lastIncrementedAt: null } })
+        )
+        assert.instanceOf(failed, LimitExceeded)
+      }).pipe(Effect.provide(journalLayer())))
+  })
+})

@@ -1,0 +1,4 @@
+import { Storage } from "@durable-object/core"
+import { storageConformance } from "./storageConformance.ts"
+
+storageConformance("memory", () => Storage.layerMemory)

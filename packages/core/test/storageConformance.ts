@@ -1,0 +1,194 @@
+/**
+ * The storage conformance suite: every `Storage` implementation (memory, SQLite, PostgreSQL) must pass these
+ * same tests, so the runtime can rely on identical semantics everywhere.
+ */
+import { Storage } from "@durable-object/core"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Exit, Layer } from "effect"
+
+const alarm = (name: string, fireAt: number, payload = "null"): Storage.AlarmRecord => ({
+  name,
+  fireAt,
+  payload,
+  attempts: 0
+})
+
+/**
+ * Registers the conformance tests for `layer`. `layer` must give each test a fresh, empty store (or one whose
+ * object types the tests make unique).
+ */
+export const storageConformance = (name: string, layer: () => Layer.Layer<Storage.Storage, unknown>) => {
+  let counter = 0
+  const type = () => `Conformance${++counter}_${Math.random().toString(36).slice(2, 8)}`
+  const run = <A, E>(effect: (storage: Storage.Storage["Service"], objectType: string) => Effect.Effect<A, E>) =>
+    Effect.flatMap(Storage.Storage, (storage) => effect(storage, type())).pipe(Effect.provide(layer()))
+
+  describe(`Storage conformance: ${name}`, () => {
+    it.effect("an object never written loads as undefined", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          assert.isUndefined(yield* storage.load(t, "absent"))
+          assert.deepStrictEqual(yield* storage.listAlarms(t, "absent"), [])
+        })
+      ))
+
+    it.effect("the first commit creates version 1 and later commits bump it by one", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          assert.strictEqual(
+            yield* storage.commit({ objectType: t, objectId: "a", expectedVersion: 0, state: "{\"n\":1}" }),
+            1
+          )
+          assert.strictEqual(
+            yield* storage.commit({ objectType: t, objectId: "a", expectedVersion: 1, state: "{\"n\":2}" }),
+            2
+          )
+          const loaded = yield* storage.load(t, "a")
+          assert.strictEqual(loaded?.version, 2)
+          assert.deepStrictEqual(JSON.parse(loaded!.state), { n: 2 })
+        })
+      ))
+
+    it.effect("a commit against a stale version fails with VersionConflict and writes nothing", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          yield* storage.commit({ objectType: t, objectId: "a", expectedVersion: 0, state: "{\"n\":1}" })
+          const stale = yield* Effect.exit(storage.commit({
+            objectType: t,
+            objectId: "a",
+            expectedVersion: 0,
+            state: "{\"n\":99}",
+            alarms: { removeAll: false, remove: [], put: [alarm("x", 1000)] }
+          }))
+          assert.isTrue(Exit.isFailure(stale))
+          const error = yield* Effect.flip(
+            storage.commit({ objectType: t, objectId: "a", expectedVersion: 5, state: "{}" })
+          )
+          assert.strictEqual(error._tag, "VersionConflict")
+          if (error._tag === "VersionConflict") {
+            assert.strictEqual(error.expectedVersion, 5)
+            assert.strictEqual(error.actualVersion, 1)
+          }
+          const loaded = yield* storage.load(t, "a")
+          assert.strictEqual(loaded?.version, 1)
+          assert.deepStrictEqual(JSON.parse(loaded!.state), { n: 1 })
+          assert.deepStrictEqual(yield* storage.listAlarms(t, "a"), [])
+        })
+      ))
+
+    it.effect("committing to an object that exists elsewhere as new (expected 0) conflicts", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          yield* storage.commit({ objectType: t, objectId: "a", expectedVersion: 0, state: "{}" })
+          const error = yield* Effect.flip(
+            storage.commit({ objectType: t, objectId: "a", expectedVersion: 0, state: "{}" })
+          )
+          assert.strictEqual(error._tag, "VersionConflict")
+        })
+      ))
+
+    it.effect("a delete removes the object and all its alarms, and is fenced too", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          yield* storage.commit({
+            objectType: t,
+            objectId: "a",
+            expectedVersion: 0,
+            state: "{}",
+            alarms: { removeAll: false, remove: [], put: [alarm("x", 1), alarm("y", 2)] }
+          })
+          const stale = yield* Effect.flip(
+            storage.commit({ objectType: t, objectId: "a", expectedVersion: 7, state: null })
+          )
+          assert.strictEqual(stale._tag, "VersionConflict")
+          assert.strictEqual(
+            yield* storage.commit({ objectType: t, objectId: "a", expectedVersion: 1, state: null }),
+            0
+          )
+          assert.isUndefined(yield* storage.load(t, "a"))
+          assert.deepStrictEqual(yield* storage.listAlarms(t, "a"), [])
+          // after a delete the object can be created afresh
+          assert.strictEqual(
+            yield* storage.commit({ objectType: t, objectId: "a", expectedVersion: 0, state: "{}" }),
+            1
+          )
+        })
+      ))
+
+    it.effect("alarm changes commit with the state: put replaces by name, remove and removeAll delete", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          yield* storage.commit({
+            objectType: t,
+            objectId: "a",
+            expectedVersion: 0,
+            state: "{}",
+            alarms: { removeAll: false, remove: [], put: [alarm("late", 3000), alarm("early", 1000, "{\"k\":1}")] }
+          })
+          assert.deepStrictEqual((yield* storage.listAlarms(t, "a")).map((a) => [a.name, a.fireAt, a.payload]), [
+            ["early", 1000, "{\"k\":1}"],
+            ["late", 3000, "null"]
+          ])
+          yield* storage.commit({
+            objectType: t,
+            objectId: "a",
+            expectedVersion: 1,
+            state: "{}",
+            alarms: { removeAll: false, remove: ["early"], put: [alarm("late", 500)] }
+          })
+          assert.deepStrictEqual((yield* storage.listAlarms(t, "a")).map((a) => [a.name, a.fireAt]), [["late", 500]])
+          yield* storage.commit({
+            objectType: t,
+            objectId: "a",
+            expectedVersion: 2,
+            state: "{}",
+            alarms: { removeAll: true, remove: [], put: [alarm("fresh", 9)] }
+          })
+          assert.deepStrictEqual((yield* storage.listAlarms(t, "a")).map((a) => a.name), ["fresh"])
+        })
+      ))
+
+    it.effect("ids and states with quotes, unicode and SQL metacharacters round-trip unchanged", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          const ids = [
+            "Robert'); DROP TABLE durable_objects;--",
+            "ünïcødé 🎉",
+            "back\\slash \"quoted\" %_*",
+            "x".repeat(1024)
+          ]
+          for (const id of ids) {
+            const state = JSON.stringify({ text: `${id} — ' " \\ \u2028` })
+            yield* storage.commit({ objectType: t, objectId: id, expectedVersion: 0, state })
+            const loaded = yield* storage.load(t, id)
+            assert.deepStrictEqual(JSON.parse(loaded!.state), JSON.parse(state))
+          }
+        })
+      ))
+
+    it.effect("object types are separate namespaces", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          yield* storage.commit({ objectType: t, objectId: "same", expectedVersion: 0, state: "{\"t\":1}" })
+          yield* storage.commit({ objectType: `${t}x`, objectId: "same", expectedVersion: 0, state: "{\"t\":2}" })
+          assert.deepStrictEqual(JSON.parse((yield* storage.load(t, "same"))!.state), { t: 1 })
+          assert.deepStrictEqual(JSON.parse((yield* storage.load(`${t}x`, "same"))!.state), { t: 2 })
+        })
+      ))
+
+    it.effect("concurrent commits against the same version: exactly one wins", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          yield* storage.commit({ objectType: t, objectId: "a", expectedVersion: 0, state: "{}" })
+          const exits = yield* Effect.forEach(
+            Array.from({ length: 10 }, (_, i) => i),
+            (i) =>
+              Effect.exit(storage.commit({ objectType: t, objectId: "a", expectedVersion: 1, state: `{"i":${i}}` })),
+            { concurrency: "unbounded" }
+          )
+          assert.strictEqual(exits.filter(Exit.isSuccess).length, 1)
+          assert.strictEqual((yield* storage.load(t, "a"))?.version, 2)
+        })
+      ))
+  })
+}
