@@ -100,3 +100,28 @@ export const activations = Metric.counter("durable_object_activations_total", {
   description: "Durable object activations (state loaded from storage), by object type",
   incremental: true
 })
+
+/**
+ * Spans around storage operations (the Elixir original's telemetry event names), with the object type, id
+ * and outcome as attributes.
+ *
+ * @since 0.1.0
+ * @category spans
+ */
+export const spanStorage = {
+  load: "durable_object.storage.load",
+  save: "durable_object.storage.save",
+  delete: "durable_object.storage.delete"
+} as const
+
+/**
+ * Storage operation latency in milliseconds, by `operation` (`load`, `save`, `delete`) and `outcome`
+ * (`success`, `conflict`, `error`).
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const storageDuration = Metric.histogram("durable_object_storage_duration_ms", {
+  description: "Latency of durable object storage operations in milliseconds",
+  boundaries: Metric.exponentialBoundaries({ start: 0.125, factor: 2, count: 18 })
+})

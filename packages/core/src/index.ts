@@ -26,6 +26,13 @@ export * as DurableObjectTest from "./DurableObjectTest.ts"
 export * as Errors from "./Errors.ts"
 
 /**
+ * `Storage` over any effect/sql `SqlClient` (PostgreSQL, SQLite), with migrations.
+ *
+ * @since 0.1.0
+ */
+export * as SqlStorage from "./SqlStorage.ts"
+
+/**
  * The storage service and its in-memory layer.
  *
  * @since 0.1.0

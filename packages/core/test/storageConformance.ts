@@ -125,10 +125,10 @@ export const storageConformance = (name: string, layer: () => Layer.Layer<Storag
             state: "{}",
             alarms: { removeAll: false, remove: [], put: [alarm("late", 3000), alarm("early", 1000, "{\"k\":1}")] }
           })
-          assert.deepStrictEqual((yield* storage.listAlarms(t, "a")).map((a) => [a.name, a.fireAt, a.payload]), [
-            ["early", 1000, "{\"k\":1}"],
-            ["late", 3000, "null"]
-          ])
+          assert.deepStrictEqual(
+            (yield* storage.listAlarms(t, "a")).map((a) => [a.name, a.fireAt, JSON.parse(a.payload), a.attempts]),
+            [["early", 1000, { k: 1 }, 0], ["late", 3000, null, 0]]
+          )
           yield* storage.commit({
             objectType: t,
             objectId: "a",

@@ -1,0 +1,401 @@
+/**
+ * `Storage` over any effect/sql `SqlClient`: PostgreSQL (`@effect/sql-pg`) in production, SQLite
+ * (`@durable-object/sql-sqlite-node`) embedded.
+ *
+ * - Two tables, `durable_objects` and `durable_object_alarms` (names take an optional validated prefix, and
+ *   a schema on PostgreSQL), created by versioned, idempotent migrations kept in their own migrations table.
+ * - State is the state schema's encoded form as JSON: `jsonb` on PostgreSQL, `text` on SQLite.
+ * - Every commit is fenced: it applies only if the stored version is the one the change was made against.
+ *   A commit without alarm changes is a single statement; one with alarm changes is one transaction.
+ * - `SqlError`s become `StorageError`s carrying the cause; nothing is half-written.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Effect, Layer, Metric } from "effect"
+import { Migrator, SqlClient, type SqlError } from "effect/sql"
+import { StorageError, VersionConflict } from "./Errors.ts"
+import { type AlarmChanges, type AlarmRecord, Storage, type StoredObject, type WriteSet } from "./Storage.ts"
+import * as Telemetry from "./Telemetry.ts"
+
+/**
+ * Options of the SQL storage.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * Prepended to every table name (`<prefix>durable_objects`, …). Letters, digits and `_`, starting with a
+   * letter or `_`, at most 32 characters. Default: none.
+   */
+  readonly tablePrefix?: string | undefined
+  /** PostgreSQL only: the schema holding the tables (it must exist). Same rules as `tablePrefix`. */
+  readonly schema?: string | undefined
+  /** Run the migrations when the layer is built. Default `true`. */
+  readonly migrate?: boolean | undefined
+}
+
+/**
+ * The table names the storage uses for given options (validated).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Tables {
+  readonly objects: string
+  readonly alarms: string
+  readonly migrations: string
+}
+
+const identifierPattern = /^[A-Za-z_][A-Za-z0-9_]{0,31}$/
+
+/**
+ * Validates the options and returns the table names. Fails with `StorageError` for a prefix or schema that
+ * is not a plain identifier, so no SQL is ever built from unvalidated text.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const tables = (options?: Options): Effect.Effect<Tables, StorageError> =>
+  Effect.suspend(() => {
+    const prefix = options?.tablePrefix ?? ""
+    if (prefix !== "" && !identifierPattern.test(prefix)) {
+      return Effect.fail(
+        new StorageError({
+          operation: "configure",
+          detail: `invalid tablePrefix ${JSON.stringify(prefix)}: letters, digits and _, at most 32 characters`
+        })
+      )
+    }
+    const schema = options?.schema
+    if (schema !== undefined && !identifierPattern.test(schema)) {
+      return Effect.fail(
+        new StorageError({
+          operation: "configure",
+          detail: `invalid schema ${JSON.stringify(schema)}: letters, digits and _, at most 32 characters`
+        })
+      )
+    }
+    const qualify = (name: string) => (schema === undefined ? `${prefix}${name}` : `${schema}.${prefix}${name}`)
+    return Effect.succeed({
+      objects: qualify("durable_objects"),
+      alarms: qualify("durable_object_alarms"),
+      migrations: qualify("durable_object_migrations")
+    })
+  })
+
+const indexName = (t: Tables) => `${t.alarms.replace(/^.*\./, "")}_fire_at_idx`
+
+type Migration = {
+  readonly up: (sql: SqlClient.SqlClient, t: Tables) => Effect.Effect<unknown, SqlError.SqlError>
+  readonly down: (sql: SqlClient.SqlClient, t: Tables) => Effect.Effect<unknown, SqlError.SqlError>
+}
+
+/**
+ * The migrations, by id. Each is idempotent. Times are epoch milliseconds (`bigint`), so they are exact and
+ * `TestClock`-friendly; state and alarm payloads are JSON (`jsonb` on PostgreSQL).
+ */
+const migrationList: ReadonlyArray<readonly [id: number, name: string, migration: Migration]> = [
+  [1, "durable_objects", {
+    up: (sql, t) =>
+      Effect.gen(function*() {
+        const json = sql.onDialectOrElse({ pg: () => sql.literal("jsonb"), orElse: () => sql.literal("text") })
+        yield* sql`CREATE TABLE IF NOT EXISTS ${sql(t.objects)} (
+          object_type TEXT NOT NULL,
+          object_id TEXT NOT NULL,
+          state ${json} NOT NULL,
+          version BIGINT NOT NULL,
+          created_at BIGINT NOT NULL,
+          updated_at BIGINT NOT NULL,
+          PRIMARY KEY (object_type, object_id)
+        )`
+        yield* sql`CREATE TABLE IF NOT EXISTS ${sql(t.alarms)} (
+          object_type TEXT NOT NULL,
+          object_id TEXT NOT NULL,
+          name TEXT NOT NULL,
+          fire_at BIGINT NOT NULL,
+          payload ${json} NOT NULL,
+          attempts INTEGER NOT NULL DEFAULT 0,
+          claim_owner TEXT,
+          claim_expires_at BIGINT,
+          failed_at BIGINT,
+          last_error TEXT,
+          created_at BIGINT NOT NULL,
+          PRIMARY KEY (object_type, object_id, name)
+        )`
+        yield* sql`CREATE INDEX IF NOT EXISTS ${sql(indexName(t))} ON ${sql(t.alarms)} (fire_at)`
+      }),
+    down: (sql, t) =>
+      Effect.gen(function*() {
+        yield* sql`DROP TABLE IF EXISTS ${sql(t.alarms)}`
+        yield* sql`DROP TABLE IF EXISTS ${sql(t.objects)}`
+      })
+  }]
+]
+
+/**
+ * The id of the newest migration this version ships.
+ *
+ * @since 0.1.0
+ * @category migrations
+ */
+export const latestMigration: number = migrationList[migrationList.length - 1]![0]
+
+/**
+ * Runs the pending migrations (in one transaction, under a lock on PostgreSQL, so concurrent starts are
+ * safe) and returns the ids it applied. Running it again applies nothing.
+ *
+ * @since 0.1.0
+ * @category migrations
+ */
+export const migrate = (options?: Options): Effect.Effect<
+  ReadonlyArray<number>,
+  StorageError | Migrator.MigrationError | SqlError.SqlError,
+  SqlClient.SqlClient
+> =>
+  Effect.gen(function*() {
+    const t = yield* tables(options)
+    const sql = yield* SqlClient.SqlClient
+    const applied = yield* Migrator.make({})({
+      table: t.migrations,
+      loader: Effect.succeed(
+        migrationList.map(([id, name, m]) => [id, name, Effect.succeed(m.up(sql, t))] as const)
+      )
+    })
+    return applied.map(([id]) => id)
+  })
+
+/**
+ * Reverts applied migrations newer than `to` (default 0: everything, dropping the tables and their data),
+ * newest first, in one transaction. Returns the ids it reverted.
+ *
+ * @since 0.1.0
+ * @category migrations
+ */
+export const migrateDown = (options?: Options & { readonly to?: number | undefined }): Effect.Effect<
+  ReadonlyArray<number>,
+  StorageError | SqlError.SqlError,
+  SqlClient.SqlClient
+> =>
+  Effect.gen(function*() {
+    const t = yield* tables(options)
+    const sql = yield* SqlClient.SqlClient
+    const to = options?.to ?? 0
+    return yield* sql.withTransaction(Effect.gen(function*() {
+      const exists = yield* sql.onDialectOrElse({
+        pg: () => sql<{ found: number }>`SELECT 1 AS found WHERE to_regclass(${t.migrations}) IS NOT NULL`,
+        orElse: () =>
+          sql<{ found: number }>`SELECT 1 AS found FROM sqlite_master WHERE type = 'table' AND name = ${t.migrations}`
+      })
+      if (exists.length === 0) return []
+      const rows = yield* sql<{ migration_id: number }>`SELECT migration_id FROM ${
+        sql(t.migrations)
+      } WHERE migration_id > ${to} ORDER BY migration_id DESC`
+      const reverted: Array<number> = []
+      for (const row of rows) {
+        const id = Number(row.migration_id)
+        const entry = migrationList.find(([mid]) => mid === id)
+        if (entry !== undefined) yield* entry[2].down(sql, t)
+        yield* sql`DELETE FROM ${sql(t.migrations)} WHERE migration_id = ${id}`
+        reverted.push(id)
+      }
+      return reverted
+    }))
+  })
+
+/** Turns SQL failures into `StorageError`s, letting the storage's own typed errors through. */
+const toStorageError = (operation: string) =>
+<E extends SqlError.SqlError | StorageError | VersionConflict>(
+  error: E
+): Exclude<E, SqlError.SqlError> | StorageError =>
+  error._tag === "SqlError"
+    ? new StorageError({ operation, detail: error.message, cause: error })
+    : error as Exclude<E, SqlError.SqlError>
+
+/**
+ * Builds the storage over the `SqlClient` in context (migrating first unless `migrate: false`).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options?: Options): Effect.Effect<
+  Storage["Service"],
+  StorageError,
+  SqlClient.SqlClient
+> =>
+  Effect.gen(function*() {
+    const t = yield* tables(options)
+    const sql = yield* SqlClient.SqlClient
+    if (options?.migrate ?? true) {
+      yield* migrate(options).pipe(
+        Effect.mapError((error) =>
+          error._tag === "StorageError"
+            ? error
+            : new StorageError({ operation: "migrate", detail: error.message, cause: error })
+        )
+      )
+    }
+    const objects = sql(t.objects)
+    const alarms = sql(t.alarms)
+    const isPg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
+    const stateColumn = isPg ? sql.literal("state::text") : sql.literal("state")
+    const payloadColumn = isPg ? sql.literal("payload::text") : sql.literal("payload")
+    const jsonParam = (json: string) => (isPg ? sql`${json}::jsonb` : sql`${json}`)
+
+    const record = (operation: "load" | "save" | "delete", outcome: string, start: number) =>
+      Effect.flatMap(
+        Clock.currentTimeMillis,
+        (now) => Metric.update(Metric.withAttributes(Telemetry.storageDuration, { operation, outcome }), now - start)
+      )
+
+    const instrument = <A, E extends { readonly _tag: string }>(
+      operation: "load" | "save" | "delete",
+      write: { readonly objectType: string; readonly objectId: string },
+      effect: Effect.Effect<A, E>
+    ): Effect.Effect<A, E> =>
+      Effect.flatMap(Clock.currentTimeMillis, (start) =>
+        effect.pipe(
+          Effect.tap(() => record(operation, "success", start)),
+          Effect.tapError((e) => record(operation, e._tag === "VersionConflict" ? "conflict" : "error", start)),
+          Effect.withSpan(Telemetry.spanStorage[operation], {
+            attributes: {
+              [Telemetry.attributes.objectType]: write.objectType,
+              [Telemetry.attributes.objectId]: write.objectId
+            }
+          })
+        ))
+
+    const currentVersion = (objectType: string, objectId: string) =>
+      Effect.map(
+        sql<
+          { version: number | string }
+        >`SELECT version FROM ${objects} WHERE object_type = ${objectType} AND object_id = ${objectId}`,
+        (rows) => (rows.length === 0 ? 0 : Number(rows[0]!.version))
+      )
+
+    const conflict = (write: WriteSet) =>
+      Effect.flatMap(currentVersion(write.objectType, write.objectId), (actualVersion) =>
+        Effect.fail(
+          new VersionConflict({
+            objectType: write.objectType,
+            objectId: write.objectId,
+            expectedVersion: write.expectedVersion,
+            actualVersion
+          })
+        ))
+
+    /** Writes the state row under the version fence; fails with VersionConflict when it does not hold. */
+    const writeState = (write: WriteSet & { readonly state: string }, now: number) =>
+      Effect.gen(function*() {
+        const rows = write.expectedVersion === 0
+          ? yield* sql<{ version: number | string }>`INSERT INTO ${objects}
+              (object_type, object_id, state, version, created_at, updated_at)
+              VALUES (${write.objectType}, ${write.objectId}, ${jsonParam(write.state)}, 1, ${now}, ${now})
+              ON CONFLICT (object_type, object_id) DO NOTHING
+              RETURNING version`
+          : yield* sql<{ version: number | string }>`UPDATE ${objects}
+              SET state = ${jsonParam(write.state)}, version = version + 1, updated_at = ${now}
+              WHERE object_type = ${write.objectType} AND object_id = ${write.objectId}
+                AND version = ${write.expectedVersion}
+              RETURNING version`
+        if (rows.length === 0) return yield* conflict(write)
+        return Number(rows[0]!.version)
+      })
+
+    const applyAlarms = (write: WriteSet, changes: AlarmChanges, now: number) =>
+      Effect.gen(function*() {
+        const where = sql`object_type = ${write.objectType} AND object_id = ${write.objectId}`
+        if (changes.removeAll) yield* sql`DELETE FROM ${alarms} WHERE ${where}`
+        if (changes.remove.length > 0) {
+          yield* sql`DELETE FROM ${alarms} WHERE ${where} AND ${sql.in("name", changes.remove)}`
+        }
+        for (const alarm of changes.put) {
+          yield* sql`INSERT INTO ${alarms}
+              (object_type, object_id, name, fire_at, payload, attempts, claim_owner, claim_expires_at,
+               failed_at, last_error, created_at)
+            VALUES (${write.objectType}, ${write.objectId}, ${alarm.name}, ${alarm.fireAt},
+              ${jsonParam(alarm.payload)}, ${alarm.attempts}, NULL, NULL, NULL, NULL, ${now})
+            ON CONFLICT (object_type, object_id, name) DO UPDATE SET
+              fire_at = excluded.fire_at, payload = excluded.payload, attempts = excluded.attempts,
+              claim_owner = NULL, claim_expires_at = NULL, failed_at = NULL, last_error = NULL,
+              created_at = excluded.created_at`
+        }
+      })
+
+    const deleteObject = (write: WriteSet) =>
+      sql.withTransaction(Effect.gen(function*() {
+        if (write.expectedVersion === 0) {
+          const actual = yield* currentVersion(write.objectType, write.objectId)
+          if (actual !== 0) return yield* conflict(write)
+        } else {
+          const rows = yield* sql<{ version: number | string }>`DELETE FROM ${objects}
+            WHERE object_type = ${write.objectType} AND object_id = ${write.objectId}
+              AND version = ${write.expectedVersion}
+            RETURNING version`
+          if (rows.length === 0) return yield* conflict(write)
+        }
+        yield* sql`DELETE FROM ${alarms} WHERE object_type = ${write.objectType} AND object_id = ${write.objectId}`
+        return 0
+      }))
+
+    const commit = (write: WriteSet): Effect.Effect<number, StorageError | VersionConflict> => {
+      if (write.state === null) {
+        return instrument("delete", write, Effect.mapError(deleteObject(write), toStorageError("delete")))
+      }
+      const state = write.state
+      const changes = write.alarms
+      const hasAlarmChanges = changes !== undefined &&
+        (changes.removeAll || changes.remove.length > 0 || changes.put.length > 0)
+      const save = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        hasAlarmChanges
+          ? sql.withTransaction(
+            Effect.tap(writeState({ ...write, state }, now), () => applyAlarms(write, changes, now))
+          )
+          : writeState({ ...write, state }, now))
+      return instrument("save", write, Effect.mapError(save, toStorageError("save")))
+    }
+
+    const load = (objectType: string, objectId: string): Effect.Effect<StoredObject | undefined, StorageError> =>
+      instrument(
+        "load",
+        { objectType, objectId },
+        sql<{ state: string; version: number | string }>`SELECT ${stateColumn} AS state, version FROM ${objects}
+          WHERE object_type = ${objectType} AND object_id = ${objectId}`.pipe(
+          Effect.map((rows) =>
+            rows.length === 0 ? undefined : { state: rows[0]!.state, version: Number(rows[0]!.version) }
+          ),
+          Effect.mapError(toStorageError("load"))
+        )
+      )
+
+    const listAlarms = (
+      objectType: string,
+      objectId: string
+    ): Effect.Effect<ReadonlyArray<AlarmRecord>, StorageError> =>
+      sql<
+        { name: string; fire_at: number | string; payload: string; attempts: number | string }
+      >`SELECT name, fire_at, ${payloadColumn} AS payload, attempts FROM ${alarms}
+        WHERE object_type = ${objectType} AND object_id = ${objectId}
+        ORDER BY fire_at, name`.pipe(
+        Effect.map((rows) =>
+          rows.map((row) => ({
+            name: row.name,
+            fireAt: Number(row.fire_at),
+            payload: row.payload,
+            attempts: Number(row.attempts)
+          }))
+        ),
+        Effect.mapError(toStorageError("listAlarms"))
+      )
+
+    return Storage.of({ load, commit, listAlarms })
+  })
+
+/**
+ * `Storage` over the `SqlClient` in context, migrating at start unless `migrate: false`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options?: Options): Layer.Layer<Storage, StorageError, SqlClient.SqlClient> =>
+  Layer.effect(Storage, make(options))
