@@ -33,6 +33,7 @@
  * @since 0.1.0
  */
 import { Context, Duration, Effect, Layer, Schema } from "effect"
+import type { AlarmInfo, AlarmsAccess, FiredAlarm, RetryPolicy, When } from "./Alarms.ts"
 import type {
   CallTimeout,
   DurableObjectError,
@@ -48,7 +49,8 @@ import type {
   VersionConflict
 } from "./Errors.ts"
 import * as runtime from "./internal/runtime.ts"
-import { Storage } from "./Storage.ts"
+import type { Scheduler } from "./internal/scheduler.ts"
+import type { Storage } from "./Storage.ts"
 
 // ---------------------------------------------------------------------------------------------------------
 // Handler context
@@ -78,13 +80,25 @@ export interface StateAccess<S> {
  * @since 0.1.0
  * @category models
  */
-export interface ObjectContext<S> {
+export interface ObjectContext<S, AP = {}> {
   /** The definition's name. */
   readonly objectType: string
   /** The object's id. */
   readonly id: string
   /** The object's state. */
   readonly state: StateAccess<S>
+  /** The object's alarms: changes commit with the state changes. */
+  readonly alarms: AlarmsAccess<AP>
+}
+
+/**
+ * What an alarm handler receives besides its payload: the object's context and the alarm that fired.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AlarmContext<S, AP = {}> extends ObjectContext<S, AP> {
+  readonly alarm: FiredAlarm
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -107,6 +121,8 @@ export interface Options {
   readonly mailboxCapacity?: number | undefined
   /** Longest a call may wait and run (the commit excluded); then it gets `CallTimeout`. Default 5 seconds. */
   readonly callTimeout?: Duration.Input | undefined
+  /** How failing alarm handlers are retried. Default: 6 retries from 2 seconds, doubling. */
+  readonly alarmRetry?: RetryPolicy | undefined
 }
 
 /**
@@ -120,6 +136,7 @@ export interface ResolvedOptions {
   readonly shutdownAfterMillis: number
   readonly mailboxCapacity: number
   readonly callTimeoutMillis: number
+  readonly alarmRetry: RetryPolicy | undefined
 }
 
 /** @internal */
@@ -138,7 +155,35 @@ export interface AnyHandler {
   readonly payload?: Schema.Top | undefined
   readonly success?: Schema.Top | undefined
   readonly error?: Schema.Top | undefined
-  readonly handle: (payload: any, ctx: ObjectContext<any>) => Effect.Effect<any, any, any>
+  readonly handle: (payload: any, ctx: ObjectContext<any, any>) => Effect.Effect<any, any, any>
+}
+
+/**
+ * The runtime shape of an alarm declaration.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AnyAlarmHandler {
+  readonly payload?: Schema.Top | undefined
+  readonly handle: (payload: any, ctx: AlarmContext<any, any>) => Effect.Effect<void, any, any>
+}
+
+/**
+ * Alarm declarations as `defineObject` types them: each alarm's `handle` receives its decoded payload and
+ * the alarm context. Any failure (typed or not) makes the alarm retry.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type AlarmHandlers<S, AP, R> = {
+  readonly [K in keyof AP]: {
+    readonly payload?: AP[K]
+    readonly handle: (
+      payload: TypeOf<AP[K], void>,
+      ctx: AlarmContext<S, NoInfer<AP>>
+    ) => Effect.Effect<void, unknown, R>
+  }
 }
 
 /**
@@ -148,13 +193,13 @@ export interface AnyHandler {
  * @since 0.1.0
  * @category models
  */
-export type Handlers<S, P, A, E, R> =
+export type Handlers<S, P, A, E, R, AP = {}> =
   & {
     readonly [K in keyof P]: {
       readonly payload?: P[K]
       readonly handle: (
         payload: TypeOf<P[K], void>,
-        ctx: ObjectContext<S>
+        ctx: ObjectContext<S, AP>
       ) => Effect.Effect<
         TypeOf<K extends keyof A ? A[K] : never, void>,
         TypeOf<K extends keyof E ? E[K] : never, never>,
@@ -234,15 +279,17 @@ export interface Definition<
   P = any,
   A = any,
   E = any,
-  R = any
+  R = any,
+  AP = any
 > {
   readonly name: Name
   readonly state: State
   readonly initialState: () => State["Type"]
   readonly handlers: { readonly [K in keyof P]: AnyHandler }
+  readonly alarms: { readonly [K in keyof AP]: AnyAlarmHandler }
   readonly services: ReadonlyArray<Context.Key<any, any>>
-  readonly onLoad: ((ctx: ObjectContext<State["Type"]>) => Effect.Effect<void, never, R>) | undefined
-  readonly onShutdown: ((ctx: ObjectContext<State["Type"]>) => Effect.Effect<void, never, R>) | undefined
+  readonly onLoad: ((ctx: ObjectContext<State["Type"], AP>) => Effect.Effect<void, never, R>) | undefined
+  readonly onShutdown: ((ctx: ObjectContext<State["Type"], AP>) => Effect.Effect<void, never, R>) | undefined
   readonly options: ResolvedOptions
   /** The context key of this type's runtime. */
   readonly runtime: Context.Service<Runtime<Name>, runtime.ObjectRuntime>
@@ -250,11 +297,11 @@ export interface Definition<
    * The runtime of this object type: a supervisor of its instances, running in the layer's scope. Closing
    * the scope stops every loaded object gracefully (`onShutdown` runs) after in-flight calls finish.
    */
-  readonly layer: Layer.Layer<Runtime<Name>, never, Storage | R>
+  readonly layer: Layer.Layer<Runtime<Name>, never, Storage | Scheduler | R>
   /** The typed client of the object with this id. Building it is free; nothing runs until a method's Effect does. */
   readonly client: (id: string) => Client<Name, P, A, E>
   /** Type-level only. */
-  readonly "~types"?: { readonly P: P; readonly A: A; readonly E: E; readonly R: R }
+  readonly "~types"?: { readonly P: P; readonly A: A; readonly E: E; readonly R: R; readonly AP: AP }
 }
 
 /**
@@ -263,7 +310,7 @@ export interface Definition<
  * @since 0.1.0
  * @category models
  */
-export type AnyDefinition = Definition<any, any, any, any, any, any>
+export type AnyDefinition = Definition<any, any, any, any, any, any, any>
 
 const defaultOptions = {
   hibernateAfter: "5 minutes",
@@ -287,7 +334,8 @@ const resolveOptions = (options: Options | undefined): ResolvedOptions => {
     hibernateAfterMillis: toMillis(options?.hibernateAfter ?? defaultOptions.hibernateAfter, "hibernateAfter"),
     shutdownAfterMillis: toMillis(options?.shutdownAfter ?? defaultOptions.shutdownAfter, "shutdownAfter"),
     mailboxCapacity: capacity,
-    callTimeoutMillis: toMillis(options?.callTimeout ?? defaultOptions.callTimeout, "callTimeout")
+    callTimeoutMillis: toMillis(options?.callTimeout ?? defaultOptions.callTimeout, "callTimeout"),
+    alarmRetry: options?.alarmRetry
   }
 }
 
@@ -301,8 +349,11 @@ const namePattern = /^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$/
  * - `initialState` is the state of an object that was never written. Nothing is stored until a handler
  *   changes it.
  * - `handlers`: per handler, optional `payload`, `success` and `error` schemas and a `handle` function.
+ *   (TypeScript needs at least one schema among all handlers to infer their names: an object whose every
+ *   handler is a bare `handle` using its arguments should give one of them `success: Schema.Void`.)
  * - `services`: the services handlers and hooks may use (their keys). They become requirements of `layer`.
  *   (TypeScript cannot infer handler requirements from inline handlers, so they are declared.)
+ * - `alarms`: per alarm, an optional `payload` schema and a `handle` function (see `Alarms`).
  * - `onLoad(ctx)` runs after each activation and may change state; its changes commit before the first call
  *   runs. `onShutdown(ctx)` runs before a graceful stop (idle shutdown, `stop`, layer close).
  *
@@ -317,21 +368,23 @@ export const defineObject = <
   P,
   A,
   E,
-  const Services extends ReadonlyArray<Context.Key<any, any>> = readonly []
+  const Services extends ReadonlyArray<Context.Key<any, any>> = readonly [],
+  AP = Record<string, unknown>
 >(definition: {
   readonly name: Name
   readonly state: State
   readonly initialState: () => State["Type"]
   readonly services?: Services | undefined
-  readonly handlers: Handlers<State["Type"], P, A, E, Services[number]["Identifier"]>
+  readonly handlers: Handlers<State["Type"], P, A, E, Services[number]["Identifier"], AP>
+  readonly alarms?: AlarmHandlers<State["Type"], AP, Services[number]["Identifier"]> | undefined
   readonly onLoad?:
-    | ((ctx: ObjectContext<State["Type"]>) => Effect.Effect<void, never, Services[number]["Identifier"]>)
+    | ((ctx: ObjectContext<State["Type"], AP>) => Effect.Effect<void, never, Services[number]["Identifier"]>)
     | undefined
   readonly onShutdown?:
-    | ((ctx: ObjectContext<State["Type"]>) => Effect.Effect<void, never, Services[number]["Identifier"]>)
+    | ((ctx: ObjectContext<State["Type"], AP>) => Effect.Effect<void, never, Services[number]["Identifier"]>)
     | undefined
   readonly options?: Options | undefined
-}): Definition<Name, State, P, A, E, Services[number]["Identifier"]> => {
+}): Definition<Name, State, P, A, E, Services[number]["Identifier"], AP> => {
   if (!namePattern.test(definition.name)) {
     throw new TypeError(
       `durable-object: invalid object type name ${
@@ -345,12 +398,19 @@ export const defineObject = <
       throw new TypeError(`durable-object: handler ${definition.name}.${name} has no handle function`)
     }
   }
+  const alarms = (definition.alarms ?? {}) as unknown as Record<string, AnyAlarmHandler>
+  for (const [name, alarm] of Object.entries(alarms)) {
+    if (typeof alarm?.handle !== "function") {
+      throw new TypeError(`durable-object: alarm ${definition.name}.${name} has no handle function`)
+    }
+  }
   const key = Context.Service<Runtime<Name>, runtime.ObjectRuntime>(`@durable-object/core/Runtime/${definition.name}`)
-  const self: Definition<Name, State, P, A, E, Services[number]["Identifier"]> = {
+  const self: Definition<Name, State, P, A, E, Services[number]["Identifier"], AP> = {
     name: definition.name,
     state: definition.state,
     initialState: definition.initialState,
     handlers: handlers as any,
+    alarms: alarms as any,
     services: definition.services ?? [],
     onLoad: definition.onLoad,
     onShutdown: definition.onShutdown,
@@ -362,7 +422,7 @@ export const defineObject = <
   const layer = Layer.effect(key, runtime.make(self as unknown as AnyDefinition)) as Layer.Layer<
     Runtime<Name>,
     never,
-    Storage | Services[number]["Identifier"]
+    Storage | Scheduler | Services[number]["Identifier"]
   >
   const handlerNames = Object.keys(handlers)
   const client = (id: string) => {
@@ -488,6 +548,50 @@ export const loadedIds = <D extends AnyDefinition>(
   definition: D
 ): Effect.Effect<ReadonlyArray<string>, never, Runtime<NameOf<D>>> =>
   definition.runtime.use((rt) => rt.loadedIds) as any
+
+/** @internal */
+export type AP<D> = D extends Definition<any, any, any, any, any, any, infer AP> ? AP : never
+
+/**
+ * Schedules (or replaces) the alarm `name` of an object from outside it, as if a handler had: serialized
+ * with the object's calls and committed before this returns.
+ *
+ * @since 0.1.0
+ * @category alarms
+ */
+export const scheduleAlarm = <D extends AnyDefinition, K extends keyof AP<D> & string>(
+  definition: D,
+  id: string,
+  name: K,
+  when: When,
+  ...payload: AP<D>[K] extends Schema.Top ? [payload: AP<D>[K]["Type"]] : []
+): Effect.Effect<void, CallError | UnknownHandler, Runtime<NameOf<D>>> =>
+  definition.runtime.use((rt) => rt.scheduleAlarm(id, name, when, payload[0])) as any
+
+/**
+ * Cancels the alarm `name` of an object from outside it (nothing happens when it is not scheduled).
+ *
+ * @since 0.1.0
+ * @category alarms
+ */
+export const cancelAlarm = <D extends AnyDefinition>(
+  definition: D,
+  id: string,
+  name: keyof AP<D> & string
+): Effect.Effect<void, CallError | UnknownHandler, Runtime<NameOf<D>>> =>
+  definition.runtime.use((rt) => rt.cancelAlarm(id, name)) as any
+
+/**
+ * The alarms of an object, earliest first, failed ones included (with when and why they failed).
+ *
+ * @since 0.1.0
+ * @category alarms
+ */
+export const listAlarms = <D extends AnyDefinition>(
+  definition: D,
+  id: string
+): Effect.Effect<ReadonlyArray<AlarmInfo<keyof AP<D> & string>>, InvalidObjectId | StorageError, Runtime<NameOf<D>>> =>
+  definition.runtime.use((rt) => rt.listAlarms(id)) as any
 
 /**
  * The call chain a handler runs in (outermost first, as `type/id`), used to turn calls that would deadlock

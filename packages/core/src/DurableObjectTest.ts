@@ -16,25 +16,36 @@
  *
  * @since 0.1.0
  */
-import { Effect, Exit, Layer, Schema } from "effect"
-import type { AnyDefinition, Definition, ObjectContext, Runtime, TypeOf } from "./DurableObject.ts"
-import { InvalidObjectId, StateDecodeError, type StorageError } from "./Errors.ts"
-import { makeContext } from "./internal/context.ts"
+import { Clock, DateTime, Effect, Exit, Layer, Schema } from "effect"
+import type { AlarmInfo } from "./Alarms.ts"
+import type {
+  AnyAlarmHandler,
+  AnyDefinition,
+  AnyHandler,
+  Definition,
+  ObjectContext,
+  Runtime,
+  TypeOf
+} from "./DurableObject.ts"
+import { StateDecodeError, type StorageError } from "./Errors.ts"
+import { alarmCodecs, type ContextEnv, makeCell, makeContext, toAlarmInfo } from "./internal/context.ts"
+import type { Scheduler } from "./internal/scheduler.ts"
 import { layerMemory, Storage } from "./Storage.ts"
 
-type RuntimeOf<D> = D extends Definition<infer Name, any, any, any, any, any> ? Runtime<Name> : never
-type ServicesOf<D> = D extends Definition<any, any, any, any, any, infer R> ? R : never
+type RuntimeOf<D> = D extends Definition<infer Name, any, any, any, any, any, any> ? Runtime<Name> : never
+type ServicesOf<D> = D extends Definition<any, any, any, any, any, infer R, any> ? R : never
 
 /**
- * The runtimes of the given definitions on a fresh in-memory `Storage` (also provided, so tests can inspect
- * it). Each use of the layer gets its own empty storage.
+ * The runtimes of the given definitions on a fresh in-memory `Storage` with its alarm scheduler (both also
+ * provided, so tests can inspect them). Each use of the layer gets its own empty storage. Everything runs on
+ * Effect's `Clock`, so `TestClock.adjust` drives idle timers and alarms.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layer = <const Defs extends ReadonlyArray<AnyDefinition>>(
   ...definitions: Defs
-): Layer.Layer<RuntimeOf<Defs[number]> | Storage, never, ServicesOf<Defs[number]>> =>
+): Layer.Layer<RuntimeOf<Defs[number]> | Storage | Scheduler, never, ServicesOf<Defs[number]>> =>
   Layer.mergeAll(...(definitions.map((d) => d.layer) as [Layer.Layer<any, never, any>])).pipe(
     Layer.provideMerge(layerMemory)
   ) as any
@@ -75,8 +86,8 @@ export const persistedVersion = (
   Effect.flatMap(Storage, (storage) => Effect.map(storage.load(definition.name, id), (s) => s?.version ?? 0))
 
 /**
- * The outcome of {@link runHandler}: the handler's reply and the state it left (its input state when it
- * changed nothing).
+ * The outcome of {@link runHandler} and {@link runAlarm}: the handler's reply, the state it left (its input
+ * state when it changed nothing), and the alarm changes it staged.
  *
  * @since 0.1.0
  * @category models
@@ -84,7 +95,43 @@ export const persistedVersion = (
 export interface HandlerRun<S, A> {
   readonly reply: A
   readonly state: S
+  readonly alarms: {
+    /** Alarms the handler scheduled (or replaced), by name. */
+    readonly scheduled: ReadonlyArray<AlarmInfo>
+    /** Names the handler cancelled. */
+    readonly cancelled: ReadonlyArray<string>
+    /** Whether the handler cancelled every alarm. */
+    readonly cancelledAll: boolean
+  }
 }
+
+const runWith = (
+  definition: AnyDefinition,
+  id: string,
+  state: unknown,
+  body: (ctx: ObjectContext<unknown, any>) => Effect.Effect<unknown, unknown, unknown>
+) =>
+  Effect.gen(function*() {
+    const env: ContextEnv = {
+      objectType: definition.name,
+      clock: yield* Clock.Clock,
+      alarmCodecs: alarmCodecs(definition),
+      listStored: () => Effect.succeed([])
+    }
+    const cell = makeCell(state)
+    const reply = yield* body(makeContext(env, id, cell))
+    const ops = cell.alarms
+    return {
+      reply,
+      state: cell.state,
+      alarms: {
+        scheduled: Array.from(ops?.put.values() ?? [], (put) =>
+          toAlarmInfo(env, { ...put, attempts: 0, failedAt: null, lastError: null })),
+        cancelled: Array.from(ops?.remove ?? []),
+        cancelledAll: ops?.removeAll ?? false
+      }
+    }
+  })
 
 /**
  * Runs one handler against a given state, with no runtime, storage or mailbox: a pure unit test of the
@@ -103,16 +150,46 @@ export const runHandler = <D extends AnyDefinition, K extends keyof NonNullable<
   }
 ): Effect.Effect<
   HandlerRun<D["state"]["Type"], TypeOf<NonNullable<D["~types"]>["A"][K], void>>,
-  TypeOf<NonNullable<D["~types"]>["E"][K], never> | InvalidObjectId,
+  TypeOf<NonNullable<D["~types"]>["E"][K], never>,
   ServicesOf<D>
 > =>
-  Effect.suspend(() => {
-    const id = options.id ?? "test"
-    if (id.length === 0) return Effect.fail(new InvalidObjectId({ objectType: definition.name, reason: "empty id" }))
-    const cell = { state: options.state as unknown }
-    const ctx = makeContext(definition.name, id, cell)
-    const spec = definition.handlers[handler] as {
-      handle: (p: unknown, c: ObjectContext<unknown>) => Effect.Effect<any, any, any>
-    }
-    return Effect.map(spec.handle(options.payload, ctx), (reply) => ({ reply, state: cell.state }))
-  }) as any
+  runWith(
+    definition,
+    options.id ?? "test",
+    options.state,
+    (ctx) => (definition.handlers[handler] as AnyHandler).handle(options.payload, ctx)
+  ) as any
+
+/**
+ * Runs one alarm handler against a given state, as {@link runHandler} does for handlers (the original's
+ * `perform_alarm_handler`). `attempt` (default 1) is what the handler sees as its attempt number.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const runAlarm = <D extends AnyDefinition, K extends keyof NonNullable<D["~types"]>["AP"] & string>(
+  definition: D,
+  alarm: K,
+  options: {
+    readonly state: D["state"]["Type"]
+    readonly id?: string | undefined
+    readonly payload?: TypeOf<NonNullable<D["~types"]>["AP"][K], void> | undefined
+    readonly attempt?: number | undefined
+  }
+): Effect.Effect<HandlerRun<D["state"]["Type"], void>, unknown, ServicesOf<D>> =>
+  runWith(
+    definition,
+    options.id ?? "test",
+    options.state,
+    (ctx) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        (definition.alarms[alarm] as AnyAlarmHandler).handle(options.payload, {
+          ...ctx,
+          alarm: {
+            name: alarm,
+            scheduledAt: DateTime.makeUnsafe(now),
+            attempt: options.attempt ?? 1,
+            isRetry: (options.attempt ?? 1) > 1
+          }
+        }))
+  ) as any

@@ -198,6 +198,24 @@ export class VersionConflict extends Schema.TaggedError<VersionConflict>()("Vers
 }
 
 /**
+ * The alarm whose handler produced a write set is no longer claimed by this scheduler (its lease expired
+ * and another scheduler took it, or it was re-scheduled). The write set was not applied, so the alarm's
+ * effect is applied once, by the current claim holder. Schedulers handle this error; callers never see it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AlarmClaimLost extends Schema.TaggedError<AlarmClaimLost>()("AlarmClaimLost", {
+  objectType: Schema.String,
+  objectId: Schema.String,
+  name: Schema.String
+}) {
+  override get message(): string {
+    return `The claim on alarm ${this.name} of ${this.objectType}/${this.objectId} was lost`
+  }
+}
+
+/**
  * The object's runtime is shutting down (its layer's scope is closing) and takes no new calls.
  *
  * @since 0.1.0

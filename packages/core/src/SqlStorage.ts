@@ -13,8 +13,19 @@
  */
 import { Clock, Effect, Layer, Metric } from "effect"
 import { Migrator, SqlClient, type SqlError } from "effect/sql"
-import { StorageError, VersionConflict } from "./Errors.ts"
-import { type AlarmChanges, type AlarmRecord, Storage, type StoredObject, type WriteSet } from "./Storage.ts"
+import { AlarmClaimLost, StorageError, VersionConflict } from "./Errors.ts"
+import type { Scheduler, SchedulerOptions } from "./internal/scheduler.ts"
+import {
+  type AlarmChanges,
+  type AlarmRecord,
+  type AlarmRelease,
+  type ClaimedAlarm,
+  type ClaimRequest,
+  layerWithScheduler,
+  Storage,
+  type StoredObject,
+  type WriteSet
+} from "./Storage.ts"
 import * as Telemetry from "./Telemetry.ts"
 
 /**
@@ -33,6 +44,8 @@ export interface Options {
   readonly schema?: string | undefined
   /** Run the migrations when the layer is built. Default `true`. */
   readonly migrate?: boolean | undefined
+  /** Options of the alarm scheduler the layer starts. */
+  readonly alarms?: SchedulerOptions | undefined
 }
 
 /**
@@ -115,6 +128,7 @@ const migrationList: ReadonlyArray<readonly [id: number, name: string, migration
           name TEXT NOT NULL,
           fire_at BIGINT NOT NULL,
           payload ${json} NOT NULL,
+          cron TEXT,
           attempts INTEGER NOT NULL DEFAULT 0,
           claim_owner TEXT,
           claim_expires_at BIGINT,
@@ -204,13 +218,37 @@ export const migrateDown = (options?: Options & { readonly to?: number | undefin
   })
 
 /** Turns SQL failures into `StorageError`s, letting the storage's own typed errors through. */
-const toStorageError = (operation: string) =>
-<E extends SqlError.SqlError | StorageError | VersionConflict>(
-  error: E
-): Exclude<E, SqlError.SqlError> | StorageError =>
-  error._tag === "SqlError"
-    ? new StorageError({ operation, detail: error.message, cause: error })
-    : error as Exclude<E, SqlError.SqlError>
+const toStorageError =
+  (operation: string) =>
+  <E extends SqlError.SqlError | StorageError | VersionConflict | AlarmClaimLost>(
+    error: E
+  ): Exclude<E, SqlError.SqlError> | StorageError =>
+    error._tag === "SqlError"
+      ? new StorageError({ operation, detail: error.message, cause: error })
+      : error as Exclude<E, SqlError.SqlError>
+
+const record = (operation: "load" | "save" | "delete", outcome: string, start: number) =>
+  Effect.flatMap(
+    Clock.currentTimeMillis,
+    (now) => Metric.update(Metric.withAttributes(Telemetry.storageDuration, { operation, outcome }), now - start)
+  )
+
+const instrument = <A, E extends { readonly _tag: string }>(
+  operation: "load" | "save" | "delete",
+  write: { readonly objectType: string; readonly objectId: string },
+  effect: Effect.Effect<A, E>
+): Effect.Effect<A, E> =>
+  Effect.flatMap(Clock.currentTimeMillis, (start) =>
+    effect.pipe(
+      Effect.tap(() => record(operation, "success", start)),
+      Effect.tapError((e) => record(operation, e._tag === "VersionConflict" ? "conflict" : "error", start)),
+      Effect.withSpan(Telemetry.spanStorage[operation], {
+        attributes: {
+          [Telemetry.attributes.objectType]: write.objectType,
+          [Telemetry.attributes.objectId]: write.objectId
+        }
+      })
+    ))
 
 /**
  * Builds the storage over the `SqlClient` in context (migrating first unless `migrate: false`).
@@ -239,31 +277,7 @@ export const make = (options?: Options): Effect.Effect<
     const alarms = sql(t.alarms)
     const isPg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
     const stateColumn = isPg ? sql.literal("state::text") : sql.literal("state")
-    const payloadColumn = isPg ? sql.literal("payload::text") : sql.literal("payload")
     const jsonParam = (json: string) => (isPg ? sql`${json}::jsonb` : sql`${json}`)
-
-    const record = (operation: "load" | "save" | "delete", outcome: string, start: number) =>
-      Effect.flatMap(
-        Clock.currentTimeMillis,
-        (now) => Metric.update(Metric.withAttributes(Telemetry.storageDuration, { operation, outcome }), now - start)
-      )
-
-    const instrument = <A, E extends { readonly _tag: string }>(
-      operation: "load" | "save" | "delete",
-      write: { readonly objectType: string; readonly objectId: string },
-      effect: Effect.Effect<A, E>
-    ): Effect.Effect<A, E> =>
-      Effect.flatMap(Clock.currentTimeMillis, (start) =>
-        effect.pipe(
-          Effect.tap(() => record(operation, "success", start)),
-          Effect.tapError((e) => record(operation, e._tag === "VersionConflict" ? "conflict" : "error", start)),
-          Effect.withSpan(Telemetry.spanStorage[operation], {
-            attributes: {
-              [Telemetry.attributes.objectType]: write.objectType,
-              [Telemetry.attributes.objectId]: write.objectId
-            }
-          })
-        ))
 
     const currentVersion = (objectType: string, objectId: string) =>
       Effect.map(
@@ -305,18 +319,31 @@ export const make = (options?: Options): Effect.Effect<
     const applyAlarms = (write: WriteSet, changes: AlarmChanges, now: number) =>
       Effect.gen(function*() {
         const where = sql`object_type = ${write.objectType} AND object_id = ${write.objectId}`
+        const fired = changes.fired
+        if (fired !== undefined) {
+          const removed = yield* sql<{ name: string }>`DELETE FROM ${alarms}
+            WHERE ${where} AND name = ${fired.name} AND claim_owner = ${fired.claim}
+            RETURNING name`
+          if (removed.length === 0) {
+            return yield* new AlarmClaimLost({
+              objectType: write.objectType,
+              objectId: write.objectId,
+              name: fired.name
+            })
+          }
+        }
         if (changes.removeAll) yield* sql`DELETE FROM ${alarms} WHERE ${where}`
         if (changes.remove.length > 0) {
           yield* sql`DELETE FROM ${alarms} WHERE ${where} AND ${sql.in("name", changes.remove)}`
         }
         for (const alarm of changes.put) {
           yield* sql`INSERT INTO ${alarms}
-              (object_type, object_id, name, fire_at, payload, attempts, claim_owner, claim_expires_at,
+              (object_type, object_id, name, fire_at, payload, cron, attempts, claim_owner, claim_expires_at,
                failed_at, last_error, created_at)
             VALUES (${write.objectType}, ${write.objectId}, ${alarm.name}, ${alarm.fireAt},
-              ${jsonParam(alarm.payload)}, ${alarm.attempts}, NULL, NULL, NULL, NULL, ${now})
+              ${jsonParam(alarm.payload)}, ${alarm.cron}, 0, NULL, NULL, NULL, NULL, ${now})
             ON CONFLICT (object_type, object_id, name) DO UPDATE SET
-              fire_at = excluded.fire_at, payload = excluded.payload, attempts = excluded.attempts,
+              fire_at = excluded.fire_at, payload = excluded.payload, cron = excluded.cron, attempts = 0,
               claim_owner = NULL, claim_expires_at = NULL, failed_at = NULL, last_error = NULL,
               created_at = excluded.created_at`
         }
@@ -324,6 +351,18 @@ export const make = (options?: Options): Effect.Effect<
 
     const deleteObject = (write: WriteSet) =>
       sql.withTransaction(Effect.gen(function*() {
+        const fired = write.alarms?.fired
+        if (fired !== undefined) {
+          const held = yield* sql`SELECT name FROM ${alarms} WHERE object_type = ${write.objectType}
+            AND object_id = ${write.objectId} AND name = ${fired.name} AND claim_owner = ${fired.claim}`
+          if (held.length === 0) {
+            return yield* new AlarmClaimLost({
+              objectType: write.objectType,
+              objectId: write.objectId,
+              name: fired.name
+            })
+          }
+        }
         if (write.expectedVersion === 0) {
           const actual = yield* currentVersion(write.objectType, write.objectId)
           if (actual !== 0) return yield* conflict(write)
@@ -338,14 +377,14 @@ export const make = (options?: Options): Effect.Effect<
         return 0
       }))
 
-    const commit = (write: WriteSet): Effect.Effect<number, StorageError | VersionConflict> => {
+    const commit = (write: WriteSet): Effect.Effect<number, StorageError | VersionConflict | AlarmClaimLost> => {
       if (write.state === null) {
         return instrument("delete", write, Effect.mapError(deleteObject(write), toStorageError("delete")))
       }
       const state = write.state
       const changes = write.alarms
       const hasAlarmChanges = changes !== undefined &&
-        (changes.removeAll || changes.remove.length > 0 || changes.put.length > 0)
+        (changes.fired !== undefined || changes.removeAll || changes.remove.length > 0 || changes.put.length > 0)
       const save = Effect.flatMap(Clock.currentTimeMillis, (now) =>
         hasAlarmChanges
           ? sql.withTransaction(
@@ -368,34 +407,106 @@ export const make = (options?: Options): Effect.Effect<
         )
       )
 
+    type AlarmRow = {
+      readonly object_type: string
+      readonly object_id: string
+      readonly name: string
+      readonly fire_at: number | string
+      readonly payload: string
+      readonly cron: string | null
+      readonly attempts: number | string
+      readonly failed_at: number | string | null
+      readonly last_error: string | null
+    }
+    const alarmColumns = sql.literal(
+      `object_type, object_id, name, fire_at, ${
+        isPg ? "payload::text AS payload" : "payload"
+      }, cron, attempts, failed_at, last_error`
+    )
+    const toAlarm = (row: AlarmRow): AlarmRecord => ({
+      name: row.name,
+      fireAt: Number(row.fire_at),
+      payload: row.payload,
+      cron: row.cron,
+      attempts: Number(row.attempts),
+      failedAt: row.failed_at === null ? null : Number(row.failed_at),
+      lastError: row.last_error
+    })
+
     const listAlarms = (
       objectType: string,
       objectId: string
     ): Effect.Effect<ReadonlyArray<AlarmRecord>, StorageError> =>
-      sql<
-        { name: string; fire_at: number | string; payload: string; attempts: number | string }
-      >`SELECT name, fire_at, ${payloadColumn} AS payload, attempts FROM ${alarms}
+      sql<AlarmRow>`SELECT ${alarmColumns} FROM ${alarms}
         WHERE object_type = ${objectType} AND object_id = ${objectId}
         ORDER BY fire_at, name`.pipe(
-        Effect.map((rows) =>
-          rows.map((row) => ({
-            name: row.name,
-            fireAt: Number(row.fire_at),
-            payload: row.payload,
-            attempts: Number(row.attempts)
-          }))
-        ),
+        Effect.map((rows) => rows.map(toAlarm)),
         Effect.mapError(toStorageError("listAlarms"))
       )
 
-    return Storage.of({ load, commit, listAlarms })
+    const claimDueAlarms = (request: ClaimRequest): Effect.Effect<ReadonlyArray<ClaimedAlarm>, StorageError> => {
+      if (request.objectTypes.length === 0) return Effect.succeed([])
+      const claimable = sql`fire_at <= ${request.now} AND failed_at IS NULL
+        AND (claim_owner IS NULL OR claim_expires_at <= ${request.now})
+        AND ${sql.in("object_type", request.objectTypes)}`
+      // The outer WHERE repeats the conditions: under concurrent claimers PostgreSQL re-checks them on the
+      // row it finally locks, so an alarm is never claimed twice; SKIP LOCKED just avoids waiting.
+      const due = isPg
+        ? sql`SELECT object_type, object_id, name FROM ${alarms} WHERE ${claimable}
+            ORDER BY fire_at LIMIT ${request.limit} FOR UPDATE SKIP LOCKED`
+        : sql`SELECT object_type, object_id, name FROM ${alarms} WHERE ${claimable}
+            ORDER BY fire_at LIMIT ${request.limit}`
+      return sql<AlarmRow>`UPDATE ${alarms}
+          SET claim_owner = ${request.claim}, claim_expires_at = ${request.now + request.leaseMillis},
+            attempts = attempts + 1
+          WHERE (object_type, object_id, name) IN (${due}) AND ${claimable}
+          RETURNING ${alarmColumns}`.pipe(
+        Effect.map((rows) =>
+          rows.map((row): ClaimedAlarm => ({
+            ...toAlarm(row),
+            objectType: row.object_type,
+            objectId: row.object_id,
+            claim: request.claim
+          }))
+        ),
+        Effect.mapError(toStorageError("claimDueAlarms"))
+      )
+    }
+
+    const nextAlarmAt = (objectTypes: ReadonlyArray<string>): Effect.Effect<number | undefined, StorageError> =>
+      objectTypes.length === 0 ? Effect.succeed(undefined) : sql<{ next: number | string | null }>`SELECT MIN(
+          CASE WHEN claim_owner IS NOT NULL AND claim_expires_at > fire_at THEN claim_expires_at ELSE fire_at END
+        ) AS next FROM ${alarms} WHERE failed_at IS NULL AND ${sql.in("object_type", objectTypes)}`.pipe(
+        Effect.map((rows) => {
+          const next = rows[0]?.next
+          return next === null || next === undefined ? undefined : Number(next)
+        }),
+        Effect.mapError(toStorageError("nextAlarmAt"))
+      )
+
+    const releaseAlarm = (release: AlarmRelease): Effect.Effect<boolean, StorageError> =>
+      sql<{ name: string }>`UPDATE ${alarms} SET claim_owner = NULL, claim_expires_at = NULL,
+          fire_at = ${release.retryAt ?? sql.literal("fire_at")},
+          failed_at = ${release.retryAt === null ? release.now : null},
+          last_error = ${release.error}
+        WHERE object_type = ${release.objectType} AND object_id = ${release.objectId}
+          AND name = ${release.name} AND claim_owner = ${release.claim}
+        RETURNING name`.pipe(
+        Effect.map((rows) => rows.length > 0),
+        Effect.mapError(toStorageError("releaseAlarm"))
+      )
+
+    return Storage.of({ load, commit, listAlarms, claimDueAlarms, nextAlarmAt, releaseAlarm })
   })
 
 /**
- * `Storage` over the `SqlClient` in context, migrating at start unless `migrate: false`.
+ * `Storage` over the `SqlClient` in context, migrating at start unless `migrate: false`, with the alarm
+ * scheduler that serves every object type on it.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options?: Options): Layer.Layer<Storage, StorageError, SqlClient.SqlClient> =>
-  Layer.effect(Storage, make(options))
+export const layer = (
+  options?: Options
+): Layer.Layer<Storage | Scheduler, StorageError, SqlClient.SqlClient> =>
+  layerWithScheduler(make(options), options?.alarms)

@@ -13,7 +13,8 @@
  * @since 0.1.0
  */
 import { Context, Effect, Layer } from "effect"
-import { StorageError, VersionConflict } from "./Errors.ts"
+import { AlarmClaimLost, StorageError, VersionConflict } from "./Errors.ts"
+import * as scheduler from "./internal/scheduler.ts"
 
 /**
  * An object's committed state as stored: the state schema's encoded form as JSON text, and its version
@@ -28,18 +29,47 @@ export interface StoredObject {
 }
 
 /**
- * A durable alarm as stored. `fireAt` is in epoch milliseconds; `payload` is the alarm payload schema's
- * encoded form as JSON text (`"null"` when the alarm has none).
+ * An alarm to schedule (or replace, by name). `fireAt` is in epoch milliseconds; `payload` is the alarm
+ * payload schema's encoded form as JSON text (`"null"` when the alarm has none); `cron`, for a recurring
+ * alarm, is its schedule as JSON text (`{"expression": …, "timeZone": …}`).
  *
  * @since 0.1.0
  * @category models
  */
-export interface AlarmRecord {
+export interface AlarmPut {
   readonly name: string
   readonly fireAt: number
   readonly payload: string
-  /** How many times the alarm has fired without its effect committing (0 for a fresh alarm). */
+  readonly cron: string | null
+}
+
+/**
+ * A durable alarm as stored.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AlarmRecord extends AlarmPut {
+  /** How many times the alarm has been claimed to fire since it was scheduled (0 for a fresh alarm). */
   readonly attempts: number
+  /** When the alarm gave up after its last retry (epoch ms), or `null`. A failed alarm does not fire again. */
+  readonly failedAt: number | null
+  /** The last handler failure, rendered, or `null`. */
+  readonly lastError: string | null
+}
+
+/**
+ * An alarm claimed by one scheduler to fire: nobody else fires it until `claim` is released or its lease
+ * expires.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClaimedAlarm extends AlarmRecord {
+  readonly objectType: string
+  readonly objectId: string
+  /** The claim token; the commit of the alarm's effect and any release must present it. */
+  readonly claim: string
 }
 
 /**
@@ -61,15 +91,50 @@ export interface WriteSet {
 }
 
 /**
- * Alarm changes inside a {@link WriteSet}.
+ * Alarm changes inside a {@link WriteSet}, applied in this order: `fired` (the alarm whose handler produced
+ * the write set is removed, and the whole write set fails with `AlarmClaimLost` unless the claim still
+ * holds), `removeAll`, `remove`, `put`.
  *
  * @since 0.1.0
  * @category models
  */
 export interface AlarmChanges {
+  readonly fired?: { readonly name: string; readonly claim: string } | undefined
   readonly removeAll: boolean
   readonly remove: ReadonlyArray<string>
-  readonly put: ReadonlyArray<AlarmRecord>
+  readonly put: ReadonlyArray<AlarmPut>
+}
+
+/**
+ * What to do with a claimed alarm whose handler did not commit: fire it again at `retryAt`, or (with
+ * `retryAt: null`) mark it failed. Either way the claim is released.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AlarmRelease {
+  readonly objectType: string
+  readonly objectId: string
+  readonly name: string
+  readonly claim: string
+  readonly retryAt: number | null
+  readonly error: string | null
+  readonly now: number
+}
+
+/**
+ * Which due alarms to claim: those of `objectTypes` with `fireAt <= now`, not failed, not claimed (or whose
+ * claim expired), earliest first, at most `limit`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClaimRequest {
+  readonly objectTypes: ReadonlyArray<string>
+  readonly now: number
+  readonly claim: string
+  readonly leaseMillis: number
+  readonly limit: number
 }
 
 /**
@@ -89,19 +154,39 @@ export interface AlarmChanges {
 export class Storage extends Context.Service<Storage, {
   /** The committed state of an object, or `undefined` when it has never been written (or was deleted). */
   readonly load: (objectType: string, objectId: string) => Effect.Effect<StoredObject | undefined, StorageError>
-  /** Commits a write set atomically under version fencing; returns the new version. */
-  readonly commit: (write: WriteSet) => Effect.Effect<number, StorageError | VersionConflict>
-  /** The alarms of one object, earliest first. */
+  /** Commits a write set atomically under version fencing (and alarm claim checks); returns the new version. */
+  readonly commit: (write: WriteSet) => Effect.Effect<number, StorageError | VersionConflict | AlarmClaimLost>
+  /** The alarms of one object, earliest first (failed ones included). */
   readonly listAlarms: (
     objectType: string,
     objectId: string
   ) => Effect.Effect<ReadonlyArray<AlarmRecord>, StorageError>
+  /**
+   * Atomically claims due alarms (see {@link ClaimRequest}), incrementing their `attempts`. Two schedulers
+   * never hold a claim on the same alarm at once.
+   */
+  readonly claimDueAlarms: (request: ClaimRequest) => Effect.Effect<ReadonlyArray<ClaimedAlarm>, StorageError>
+  /**
+   * The earliest time at which an alarm of `objectTypes` becomes claimable (its fire time, or the expiry of
+   * the claim on it), or `undefined` when there is none.
+   */
+  readonly nextAlarmAt: (objectTypes: ReadonlyArray<string>) => Effect.Effect<number | undefined, StorageError>
+  /** Releases a claim for a retry or as failed; `false` when the claim no longer holds (nothing changed). */
+  readonly releaseAlarm: (release: AlarmRelease) => Effect.Effect<boolean, StorageError>
 }>()("@durable-object/core/Storage") {}
 
 interface MemoryObject {
   state: string
   version: number
 }
+
+interface MemoryAlarm {
+  record: AlarmRecord
+  claim: string | null
+  claimExpiresAt: number | null
+}
+
+const byFireAt = (a: AlarmRecord, b: AlarmRecord) => a.fireAt - b.fireAt || (a.name < b.name ? -1 : 1)
 
 const key = (objectType: string, objectId: string) => `${objectType.length}:${objectType}/${objectId}`
 
@@ -115,13 +200,17 @@ const key = (objectType: string, objectId: string) => `${objectType.length}:${ob
  */
 export const makeMemory: Effect.Effect<Storage["Service"]> = Effect.sync(() => {
   const objects = new Map<string, MemoryObject>()
-  const alarms = new Map<string, Map<string, AlarmRecord>>()
+  const alarms = new Map<string, { objectType: string; objectId: string; byName: Map<string, MemoryAlarm> }>()
 
   const sortedAlarms = (k: string): ReadonlyArray<AlarmRecord> => {
     const forObject = alarms.get(k)
     if (forObject === undefined) return []
-    return Array.from(forObject.values()).toSorted((a, b) => a.fireAt - b.fireAt || (a.name < b.name ? -1 : 1))
+    return Array.from(forObject.byName.values(), (a) => a.record).toSorted(byFireAt)
   }
+
+  const claimable = (alarm: MemoryAlarm, now: number) =>
+    alarm.record.failedAt === null && alarm.record.fireAt <= now &&
+    (alarm.claim === null || (alarm.claimExpiresAt ?? 0) <= now)
 
   return Storage.of({
     load: (objectType, objectId) =>
@@ -130,7 +219,7 @@ export const makeMemory: Effect.Effect<Storage["Service"]> = Effect.sync(() => {
         return stored === undefined ? undefined : { state: stored.state, version: stored.version }
       }),
     commit: (write) =>
-      Effect.suspend(() => {
+      Effect.suspend((): Effect.Effect<number, StorageError | VersionConflict | AlarmClaimLost> => {
         const k = key(write.objectType, write.objectId)
         const stored = objects.get(k)
         const actual = stored === undefined ? 0 : stored.version
@@ -144,6 +233,14 @@ export const makeMemory: Effect.Effect<Storage["Service"]> = Effect.sync(() => {
             })
           )
         }
+        const changes = write.alarms
+        let forObject = alarms.get(k)
+        const fired = changes?.fired
+        if (fired !== undefined && forObject?.byName.get(fired.name)?.claim !== fired.claim) {
+          return Effect.fail(
+            new AlarmClaimLost({ objectType: write.objectType, objectId: write.objectId, name: fired.name })
+          )
+        }
         if (write.state === null) {
           objects.delete(k)
           alarms.delete(k)
@@ -151,31 +248,102 @@ export const makeMemory: Effect.Effect<Storage["Service"]> = Effect.sync(() => {
         }
         const version = actual + 1
         objects.set(k, { state: write.state, version })
-        const changes = write.alarms
         if (changes !== undefined) {
-          let forObject = alarms.get(k)
-          if (changes.removeAll) forObject?.clear()
-          for (const name of changes.remove) forObject?.delete(name)
+          if (fired !== undefined) forObject?.byName.delete(fired.name)
+          if (changes.removeAll) forObject?.byName.clear()
+          for (const name of changes.remove) forObject?.byName.delete(name)
           if (changes.put.length > 0) {
             if (forObject === undefined) {
-              forObject = new Map()
+              forObject = { objectType: write.objectType, objectId: write.objectId, byName: new Map() }
               alarms.set(k, forObject)
             }
-            for (const alarm of changes.put) forObject.set(alarm.name, alarm)
+            for (const put of changes.put) {
+              forObject.byName.set(put.name, {
+                record: { ...put, attempts: 0, failedAt: null, lastError: null },
+                claim: null,
+                claimExpiresAt: null
+              })
+            }
           }
-          if (forObject !== undefined && forObject.size === 0) alarms.delete(k)
+          if (forObject !== undefined && forObject.byName.size === 0) alarms.delete(k)
         }
         return Effect.succeed(version)
       }),
-    listAlarms: (objectType, objectId) => Effect.sync(() => sortedAlarms(key(objectType, objectId)))
+    listAlarms: (objectType, objectId) => Effect.sync(() => sortedAlarms(key(objectType, objectId))),
+    claimDueAlarms: (request) =>
+      Effect.sync(() => {
+        const types = new Set(request.objectTypes)
+        const due: Array<{ readonly alarm: MemoryAlarm; readonly objectType: string; readonly objectId: string }> = []
+        for (const forObject of alarms.values()) {
+          if (!types.has(forObject.objectType)) continue
+          for (const alarm of forObject.byName.values()) {
+            if (claimable(alarm, request.now)) {
+              due.push({ alarm, objectType: forObject.objectType, objectId: forObject.objectId })
+            }
+          }
+        }
+        due.sort((a, b) => byFireAt(a.alarm.record, b.alarm.record))
+        return due.slice(0, request.limit).map(({ alarm, objectId, objectType }): ClaimedAlarm => {
+          alarm.claim = request.claim
+          alarm.claimExpiresAt = request.now + request.leaseMillis
+          alarm.record = { ...alarm.record, attempts: alarm.record.attempts + 1 }
+          return { ...alarm.record, objectType, objectId, claim: request.claim }
+        })
+      }),
+    nextAlarmAt: (objectTypes) =>
+      Effect.sync(() => {
+        const types = new Set(objectTypes)
+        let next: number | undefined
+        for (const forObject of alarms.values()) {
+          if (!types.has(forObject.objectType)) continue
+          for (const alarm of forObject.byName.values()) {
+            if (alarm.record.failedAt !== null) continue
+            const at = alarm.claim === null
+              ? alarm.record.fireAt
+              : Math.max(alarm.record.fireAt, alarm.claimExpiresAt ?? 0)
+            if (next === undefined || at < next) next = at
+          }
+        }
+        return next
+      }),
+    releaseAlarm: (release) =>
+      Effect.sync(() => {
+        const alarm = alarms.get(key(release.objectType, release.objectId))?.byName.get(release.name)
+        if (alarm === undefined || alarm.claim !== release.claim) return false
+        alarm.claim = null
+        alarm.claimExpiresAt = null
+        alarm.record = release.retryAt === null
+          ? { ...alarm.record, failedAt: release.now, lastError: release.error }
+          : { ...alarm.record, fireAt: release.retryAt, lastError: release.error }
+        return true
+      })
   })
 })
 
 /**
- * In-memory storage: complete, atomic and fenced, but nothing survives the process. Use it in tests (with
- * `TestClock`) and wherever persistence is not wanted.
+ * Provides a storage together with the alarm scheduler that serves every object type on it (one scheduler
+ * per storage). Storage layers are built with this.
  *
  * @since 0.1.0
  * @category layers
  */
-export const layerMemory: Layer.Layer<Storage> = Layer.effect(Storage, makeMemory)
+export const layerWithScheduler = <E, R>(
+  make: Effect.Effect<Storage["Service"], E, R>,
+  options?: scheduler.SchedulerOptions
+): Layer.Layer<Storage | scheduler.Scheduler, E, Exclude<R, import("effect").Scope.Scope>> =>
+  Layer.effectContext(
+    Effect.gen(function*() {
+      const storage = yield* make
+      const alarms = yield* scheduler.make(storage, options)
+      return Context.make(Storage, storage).pipe(Context.add(scheduler.Scheduler, alarms))
+    })
+  )
+
+/**
+ * In-memory storage, with its alarm scheduler: complete, atomic and fenced, but nothing survives the
+ * process. Use it in tests (with `TestClock`) and wherever persistence is not wanted.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemory: Layer.Layer<Storage | scheduler.Scheduler> = layerWithScheduler(makeMemory)

@@ -125,3 +125,43 @@ export const storageDuration = Metric.histogram("durable_object_storage_duration
   description: "Latency of durable object storage operations in milliseconds",
   boundaries: Metric.exponentialBoundaries({ start: 0.125, factor: 2, count: 18 })
 })
+
+/**
+ * Span around an alarm firing: claiming aside, from the handler to the commit (or the retry decision).
+ *
+ * @since 0.1.0
+ * @category spans
+ */
+export const spanAlarm = "durable_object.alarm"
+
+/**
+ * How an alarm firing ended, as recorded in `durable_object_alarms_total`'s `outcome` attribute: `fired`
+ * (its effect committed), `retried` (it failed and will fire again), `failed` (it gave up after its last
+ * retry), `lost` (another scheduler took it over).
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export type AlarmOutcome = "fired" | "retried" | "failed" | "lost"
+
+/**
+ * Alarm firings, by `object_type`, `alarm` and `outcome`.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const alarms = Metric.counter("durable_object_alarms_total", {
+  description: "Durable object alarm firings, by object type, alarm name and outcome",
+  incremental: true
+})
+
+/**
+ * How late alarms start, in milliseconds after their due time, by `object_type`.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const alarmLateness = Metric.histogram("durable_object_alarm_lateness_ms", {
+  description: "Delay between an alarm's due time and the start of its handler, in milliseconds",
+  boundaries: Metric.exponentialBoundaries({ start: 0.5, factor: 2, count: 20 })
+})

@@ -5,6 +5,13 @@
  */
 
 /**
+ * Durable alarms: the API, the guarantee, retries, and the scheduler.
+ *
+ * @since 0.1.0
+ */
+export * as Alarms from "./Alarms.ts"
+
+/**
  * Define durable objects, call them, stop and delete them.
  *
  * @since 0.1.0

@@ -1,4 +1,4 @@
-import { DurableObject, DurableObjectTest, Errors, Storage, Telemetry } from "@durable-object/core"
+import { Alarms, DurableObject, DurableObjectTest, Errors, Storage, Telemetry } from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Layer, Metric, Schema, Tracer } from "effect"
 import { TestClock } from "effect/testing"
@@ -19,8 +19,10 @@ const CounterTest = () => DurableObjectTest.layer(Counter).pipe(Layer.provideMer
 const entries = Effect.map(Journal, (j) => j.entries)
 
 /** Runs `effect` against a fresh Counter runtime (a new layer) on the given storage. */
-const withCounterRuntime = <A, E, R>(storage: Layer.Layer<Storage.Storage>, effect: Effect.Effect<A, E, R>) =>
-  effect.pipe(Effect.provide(Counter.layer.pipe(Layer.provide(storage), Layer.provideMerge(journalLayer()))))
+const withCounterRuntime = <A, E, R>(
+  storage: Layer.Layer<Storage.Storage | Alarms.Scheduler>,
+  effect: Effect.Effect<A, E, R>
+) => effect.pipe(Effect.provide(Counter.layer.pipe(Layer.provide(storage), Layer.provideMerge(journalLayer()))))
 
 /** Lets forked fibers run until they block. */
 const settle = Effect.repeat(Effect.yieldNow, { times: 20 })
@@ -175,14 +177,14 @@ describe("DurableObject", () => {
       Effect.gen(function*() {
         let committedBeforeReply = false
         const memory = yield* Storage.makeMemory
-        const observing = Layer.succeed(Storage.Storage, {
+        const observing = Storage.layerWithScheduler(Effect.succeed({
           ...memory,
-          commit: (write) =>
+          commit: (write: Storage.WriteSet) =>
             Effect.tap(memory.commit(write), () =>
               Effect.sync(() => {
                 committedBeforeReply = true
               }))
-        })
+        }))
         const n = yield* withCounterRuntime(observing, Counter.client("o").increment({ amount: 3 }))
         assert.strictEqual(n, 3)
         assert.isTrue(committedBeforeReply)
@@ -192,9 +194,9 @@ describe("DurableObject", () => {
       Effect.gen(function*() {
         const memory = yield* Storage.makeMemory
         let failNext = false
-        const flaky = Layer.succeed(Storage.Storage, {
+        const flaky = Storage.layerWithScheduler(Effect.succeed({
           ...memory,
-          commit: (write) =>
+          commit: (write: Storage.WriteSet) =>
             Effect.suspend(() => {
               if (failNext) {
                 failNext = false
@@ -202,7 +204,7 @@ describe("DurableObject", () => {
               }
               return memory.commit(write)
             })
-        })
+        }))
         yield* withCounterRuntime(
           flaky,
           Effect.gen(function*() {

@@ -151,5 +151,115 @@ export const makeGates = Effect.gen(function*() {
   }
 })
 
-/** A storage shared between several runtimes in one test. */
-export const sharedMemoryStorage = Effect.map(Storage.makeMemory, (s) => Layer.succeed(Storage.Storage, s))
+/** A storage shared between several runtimes in one test (each build of the layer gets its own scheduler). */
+export const sharedMemoryStorage = Effect.map(Storage.makeMemory, (s) => Storage.layerWithScheduler(Effect.succeed(s)))
+
+/** The Elixir original's README rate limiter, as written there: schedule in onLoad, reset and reschedule in the alarm. */
+export const RateLimiter = DurableObject.defineObject({
+  name: "RateLimiter",
+  state: Schema.Struct({ requests: Schema.Number, windowStart: Schema.NullOr(Schema.DateTimeUtc) }),
+  initialState: () => ({ requests: 0, windowStart: null }),
+  handlers: {
+    check: {
+      payload: Schema.Struct({ limit: Schema.Number }),
+      success: Schema.Literals(["allowed", "rate_limited"]),
+      handle: ({ limit }, ctx) =>
+        ctx.state.modify((s) =>
+          s.requests < limit ? ["allowed" as const, { ...s, requests: s.requests + 1 }] : ["rate_limited" as const, s]
+        )
+    }
+  },
+  alarms: {
+    resetWindow: {
+      handle: (_, ctx) =>
+        Effect.gen(function*() {
+          const now = yield* DateTime.now
+          yield* ctx.state.set({ requests: 0, windowStart: now })
+          yield* ctx.alarms.schedule("resetWindow", { in: "1 minute" })
+        })
+    }
+  },
+  onLoad: (ctx) =>
+    Effect.gen(function*() {
+      const state = yield* ctx.state.get
+      if (state.windowStart === null) {
+        yield* ctx.state.set({ ...state, windowStart: yield* DateTime.now })
+        yield* ctx.alarms.schedule("resetWindow", { in: "1 minute" })
+      }
+    })
+})
+
+export class AlarmFailure extends Schema.TaggedError<AlarmFailure>()("AlarmFailure", {}) {}
+
+/** An object exercising the alarm API: it records every alarm that fires in its state. */
+export const Reminders = DurableObject.defineObject({
+  name: "Reminders",
+  state: Schema.Struct({
+    fired: Schema.Array(Schema.String),
+    attempts: Schema.Array(Schema.Number),
+    failUntilAttempt: Schema.Number
+  }),
+  initialState: () => ({ fired: [], attempts: [], failUntilAttempt: 0 }),
+  handlers: {
+    remind: {
+      payload: Schema.Struct({ text: Schema.String, inMillis: Schema.Number }),
+      handle: ({ inMillis, text }, ctx) => ctx.alarms.schedule("note", { in: inMillis }, { text })
+    },
+    remindAt: {
+      payload: Schema.Struct({ text: Schema.String, at: Schema.Number }),
+      handle: ({ at, text }, ctx) => ctx.alarms.schedule("note", { at }, { text })
+    },
+    ping: {
+      payload: Schema.Struct({ inMillis: Schema.Number }),
+      handle: ({ inMillis }, ctx) => ctx.alarms.schedule("ping", { in: inMillis })
+    },
+    every: {
+      payload: Schema.Struct({ cron: Schema.String }),
+      handle: ({ cron }, ctx) => ctx.alarms.schedule("tick", { cron })
+    },
+    cancel: { payload: Schema.String, handle: (name, ctx) => ctx.alarms.cancel(name as "note" | "ping") },
+    cancelAll: { handle: (_, ctx) => ctx.alarms.cancelAll },
+    list: {
+      success: Schema.Array(Schema.String),
+      handle: (_, ctx) =>
+        Effect.map(
+          Effect.orDie(ctx.alarms.list),
+          (alarms) => alarms.map((a) => `${a.name}@${a.fireAt.epochMilliseconds}`)
+        )
+    },
+    scheduleThenFail: {
+      error: AlarmFailure,
+      handle: (_, ctx) => Effect.andThen(ctx.alarms.schedule("ping", { in: 1000 }), Effect.fail(new AlarmFailure()))
+    },
+    flaky: {
+      payload: Schema.Struct({ failUntilAttempt: Schema.Number }),
+      handle: ({ failUntilAttempt }, ctx) =>
+        Effect.andThen(
+          ctx.state.update((s) => ({ ...s, failUntilAttempt })),
+          ctx.alarms.schedule("flaky", { in: 1000 })
+        )
+    },
+    read: {
+      success: Schema.Struct({ fired: Schema.Array(Schema.String), attempts: Schema.Array(Schema.Number) }),
+      handle: (_, ctx) => Effect.map(ctx.state.get, ({ attempts, fired }) => ({ fired, attempts }))
+    }
+  },
+  alarms: {
+    note: {
+      payload: Schema.Struct({ text: Schema.String }),
+      handle: ({ text }, ctx) => ctx.state.update((s) => ({ ...s, fired: [...s.fired, `note:${text}`] }))
+    },
+    ping: { handle: (_, ctx) => ctx.state.update((s) => ({ ...s, fired: [...s.fired, "ping"] })) },
+    tick: { handle: (_, ctx) => ctx.state.update((s) => ({ ...s, fired: [...s.fired, "tick"] })) },
+    flaky: {
+      handle: (_, ctx) =>
+        Effect.gen(function*() {
+          const state = yield* ctx.state.get
+          yield* ctx.state.set({ ...state, attempts: [...state.attempts, ctx.alarm.attempt] })
+          if (ctx.alarm.attempt <= state.failUntilAttempt) return yield* new AlarmFailure()
+          yield* ctx.state.update((s) => ({ ...s, fired: [...s.fired, `flaky:${ctx.alarm.isRetry}`] }))
+        })
+    }
+  },
+  options: { alarmRetry: { maxRetries: 2, initialDelay: "1 second", factor: 2 } }
+})

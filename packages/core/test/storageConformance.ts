@@ -6,11 +6,11 @@ import { Storage } from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Layer } from "effect"
 
-const alarm = (name: string, fireAt: number, payload = "null"): Storage.AlarmRecord => ({
+const alarm = (name: string, fireAt: number, payload = "null"): Storage.AlarmPut => ({
   name,
   fireAt,
   payload,
-  attempts: 0
+  cron: null
 })
 
 /**

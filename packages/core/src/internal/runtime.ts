@@ -4,9 +4,11 @@
  *
  * @internal
  */
-import { Cause, Clock, Context, Effect, Exit, Latch, Metric, Schema } from "effect"
-import type { AnyDefinition, AnyHandler, Status } from "../DurableObject.ts"
+import { Cause, Clock, Context, DateTime, Effect, Exit, Latch, Metric, Schema } from "effect"
+import { type AlarmInfo, retryDelayMillis, type When } from "../Alarms.ts"
+import type { AnyAlarmHandler, AnyDefinition, AnyHandler, Status } from "../DurableObject.ts"
 import {
+  type AlarmClaimLost,
   CallTimeout,
   HandlerDefect,
   InvalidObjectId,
@@ -20,10 +22,22 @@ import {
   UnknownHandler,
   type VersionConflict
 } from "../Errors.ts"
-import { Storage } from "../Storage.ts"
+import { type ClaimedAlarm, Storage } from "../Storage.ts"
 import * as Telemetry from "../Telemetry.ts"
-import { type Cell, makeContext as makeObjectContext } from "./context.ts"
+import {
+  alarmCodecs,
+  type Cell,
+  type ContextEnv,
+  makeCell,
+  makeContext as makeObjectContext,
+  nextCron,
+  resolveWhen,
+  stageAlarm,
+  toAlarmInfo,
+  touchedAlarm
+} from "./context.ts"
 import * as Mailbox from "./mailbox.ts"
+import { Scheduler } from "./scheduler.ts"
 
 /** @internal */
 export const RuntimeTypeId = "~@durable-object/core/Runtime" as const
@@ -36,6 +50,9 @@ export interface ObjectRuntime {
   readonly delete: (id: string) => Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict>
   readonly status: (id: string) => Effect.Effect<Status>
   readonly loadedIds: Effect.Effect<ReadonlyArray<string>>
+  readonly scheduleAlarm: (id: string, name: string, when: When, payload: unknown) => Effect.Effect<void, unknown>
+  readonly cancelAlarm: (id: string, name: string) => Effect.Effect<void, unknown>
+  readonly listAlarms: (id: string) => Effect.Effect<ReadonlyArray<AlarmInfo>, InvalidObjectId | StorageError>
 }
 
 /** The chain of objects whose handlers are running further up the current call, as `type/id`. */
@@ -128,6 +145,7 @@ const outcomeOf = (exit: Exit.Exit<unknown, unknown>): Telemetry.CallOutcome => 
 export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, any> =>
   Effect.gen(function*() {
     const storage = yield* Storage
+    const scheduler = yield* Scheduler
     const clock = yield* Clock.Clock
     const fullContext = yield* Effect.context<never>()
     const services: Context.Context<never> | undefined = def.services.length === 0
@@ -253,7 +271,15 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     // Running user code
     // ---------------------------------------------------------------------------------------------------
 
-    const makeContext = (id: string, cell: Cell) => makeObjectContext(objectType, id, cell)
+    const env: ContextEnv = {
+      objectType,
+      clock,
+      alarmCodecs: alarmCodecs(def),
+      listStored: (id) => storage.listAlarms(objectType, id)
+    }
+    const alarmSpecs = def.alarms as Record<string, AnyAlarmHandler>
+    const alarmNames = Object.keys(alarmSpecs)
+    const makeContext = (id: string, cell: Cell) => makeObjectContext(env, id, cell)
 
     /**
      * Runs user code with the declared services and the call chain, turning defects into `HandlerDefect`.
@@ -287,46 +313,70 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     }
 
     /**
-     * Commits what user code left in `cell`, if anything changed. Runs with the lock held. Any failure of
-     * the commit (or an interruption during it) drops the in-memory copy: the outcome of a commit that did
-     * not answer is unknown, so the next call reloads the truth from storage.
+     * Commits what user code left in `cell` (state and alarm changes, and the removal of a fired alarm), if
+     * anything changed. Runs with the lock held. Any failure of the commit (or an interruption during it)
+     * drops the in-memory copy: the outcome of a commit that did not answer is unknown, so the next call
+     * reloads the truth from storage.
      */
     const commitCell = (
       inst: Instance,
       handler: string,
       cell: Cell
-    ): Effect.Effect<void, StorageError | VersionConflict | HandlerDefect> => {
-      if (cell.state === inst.state) return Effect.void
-      const encoded = encodeState(cell.state)
-      if (Exit.isFailure(encoded)) {
-        return Effect.fail(
-          new HandlerDefect({
-            objectType,
-            objectId: inst.id,
-            handler,
-            defect: encoded.cause,
-            pretty: `the new state does not encode with the state schema: ${Cause.pretty(encoded.cause)}`
-          })
-        )
+    ): Effect.Effect<void, StorageError | VersionConflict | HandlerDefect | AlarmClaimLost> => {
+      const ops = cell.alarms
+      const alarmChanges = cell.fired !== undefined ||
+        (ops !== undefined && (ops.removeAll || ops.remove.size > 0 || ops.put.size > 0))
+      let json = inst.json
+      let stateChanged = false
+      if (cell.state !== inst.state) {
+        const encoded = encodeState(cell.state)
+        if (Exit.isFailure(encoded)) {
+          return Effect.fail(
+            new HandlerDefect({
+              objectType,
+              objectId: inst.id,
+              handler,
+              defect: encoded.cause,
+              pretty: `the new state does not encode with the state schema: ${Cause.pretty(encoded.cause)}`
+            })
+          )
+        }
+        if (encoded.value === inst.json) inst.state = cell.state
+        else {
+          json = encoded.value
+          stateChanged = true
+        }
       }
-      const json = encoded.value
-      if (json === inst.json) {
-        inst.state = cell.state
-        return Effect.void
-      }
-      return storage.commit({ objectType, objectId: inst.id, expectedVersion: inst.version, state: json }).pipe(
+      if (!stateChanged && !alarmChanges) return Effect.void
+      const puts = ops === undefined ? [] : Array.from(ops.put.values())
+      return storage.commit({
+        objectType,
+        objectId: inst.id,
+        expectedVersion: inst.version,
+        state: json,
+        alarms: alarmChanges
+          ? {
+            fired: cell.fired === undefined ? undefined : { name: cell.fired.name, claim: cell.fired.claim },
+            removeAll: ops?.removeAll ?? false,
+            remove: ops === undefined ? [] : Array.from(ops.remove),
+            put: puts
+          }
+          : undefined
+      }).pipe(
         Effect.onExit((exit) =>
           Effect.sync(() => {
             if (Exit.isSuccess(exit)) {
               inst.state = cell.state
               inst.json = json
               inst.version = exit.value
+              if (puts.length > 0) scheduler.wake(Math.min(...puts.map((p) => p.fireAt)))
             } else {
               unload(inst)
             }
           })
-        )
-      ) as Effect.Effect<void, StorageError | VersionConflict>
+        ),
+        Effect.asVoid
+      )
     }
 
     const activate = (inst: Instance, chain: ReadonlyArray<string>) =>
@@ -367,10 +417,10 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         yield* reportLoaded
         yield* Metric.update(activationCounter, 1)
         if (def.onLoad !== undefined) {
-          const cell: Cell = { state }
+          const cell = makeCell(state)
           const onLoad = def.onLoad
           yield* runUser(inst, "onLoad", chain, Effect.suspend(() => onLoad(makeContext(inst.id, cell) as any))).pipe(
-            Effect.andThen(Effect.uninterruptible(commitCell(inst, "onLoad", cell))),
+            Effect.andThen(Effect.uninterruptible(Effect.suspend(() => commitCell(inst, "onLoad", cell)))),
             Effect.onError(() =>
               Effect.suspend(() => {
                 unload(inst)
@@ -392,29 +442,6 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     const overloaded = (inst: Instance) => () =>
       new ObjectOverloaded({ objectType, objectId: inst.id, mailboxCapacity: options.mailboxCapacity })
 
-    /** Waits for the lock, activates or wakes the object, and runs the handler on a private cell. */
-    const runHandler = (
-      inst: Instance,
-      ticket: Mailbox.Ticket,
-      handler: Prepared,
-      payload: unknown,
-      chain: ReadonlyArray<string>
-    ) =>
-      Effect.gen(function*() {
-        yield* Mailbox.acquire(inst, ticket, options.mailboxCapacity, overloaded(inst))
-        if (inst.status === "stopped") return RETRY
-        if (inst.status === "unloaded") yield* activate(inst, chain)
-        else if (inst.status === "hibernated") yield* wake(inst)
-        const cell: Cell = { state: inst.state }
-        const reply = yield* runUser(
-          inst,
-          handler.name,
-          chain,
-          Effect.suspend(() => handler.spec.handle(payload, makeContext(inst.id, cell)))
-        )
-        return [reply, cell] as const
-      })
-
     const withTimeout = <A, E>(inst: Instance, handler: string, effect: Effect.Effect<A, E>) =>
       Number.isFinite(options.callTimeoutMillis)
         ? Effect.timeoutOrElse(effect, {
@@ -426,37 +453,68 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         })
         : effect
 
-    const execute = (id: string, handler: Prepared, payload: unknown): Effect.Effect<unknown, unknown> =>
+    /**
+     * Runs `run` in the object's serial context: waits in its mailbox (at most `capacity` waiting),
+     * activates or wakes it, runs `run` under the call timeout, then commits the cell `run` returns before
+     * releasing the reply. The commit is outside the timeout, and nothing is written when `run` fails.
+     */
+    const exclusive = <A, E>(
+      id: string,
+      label: string,
+      capacity: number,
+      chain: ReadonlyArray<string>,
+      run: (inst: Instance) => Effect.Effect<readonly [A, Cell], E>
+    ) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.gen(function*() {
-          const chain = yield* CallChain
-          const chainKey = `${objectType}/${id}`
-          if (chain.includes(chainKey)) {
-            return yield* new ReentrantCall({ objectType, objectId: id, handler: handler.name, chain: [...chain] })
-          }
           while (true) {
             if (closing) return yield* new RuntimeShutdown({ objectType })
             const inst = instanceFor(id)
             const ticket = Mailbox.makeTicket()
-            const ran = yield* Effect.exit(
-              restore(withTimeout(inst, handler.name, runHandler(inst, ticket, handler, payload, chain)))
-            )
-            if (!ticket.granted) return yield* ran
+            const ran = yield* Effect.exit(restore(withTimeout(
+              inst,
+              label,
+              Effect.gen(function*() {
+                yield* Mailbox.acquire(inst, ticket, capacity, overloaded(inst))
+                if (inst.status === "stopped") return RETRY
+                if (inst.status === "unloaded") yield* activate(inst, chain)
+                else if (inst.status === "hibernated") yield* wake(inst)
+                return yield* run(inst)
+              })
+            )))
+            if (!ticket.granted) return yield* (ran as Exit.Exit<never, E | ObjectOverloaded | CallTimeout>)
             if (Exit.isSuccess(ran) && ran.value === RETRY) {
               releaseLock(inst)
               continue
             }
             const committed = yield* Effect.exit(
               Exit.isSuccess(ran) && ran.value !== RETRY
-                ? restore(commitCell(inst, handler.name, ran.value[1])).pipe(Effect.as(ran.value[0]))
-                : ran
+                ? restore(commitCell(inst, label, ran.value[1])).pipe(Effect.as(ran.value[0]))
+                : (ran as Exit.Exit<never, unknown>)
             )
             releaseLock(inst)
             if (inst.status !== "active") yield* reportLoaded
             return yield* committed
           }
         })
-      ).pipe(
+      )
+
+    const execute = (id: string, handler: Prepared, payload: unknown): Effect.Effect<unknown, unknown> =>
+      Effect.gen(function*() {
+        const chain = yield* CallChain
+        if (chain.includes(`${objectType}/${id}`)) {
+          return yield* new ReentrantCall({ objectType, objectId: id, handler: handler.name, chain: [...chain] })
+        }
+        return yield* exclusive(id, handler.name, options.mailboxCapacity, chain, (inst) => {
+          const cell = makeCell(inst.state)
+          return runUser(
+            inst,
+            handler.name,
+            chain,
+            Effect.suspend(() => handler.spec.handle(payload, makeContext(inst.id, cell)))
+          ).pipe(Effect.map((reply) => [reply, cell] as const))
+        })
+      }).pipe(
         Effect.onExit((exit) => Metric.update(handler.outcomes[outcomeOf(exit)], 1)),
         Effect.withSpan(Telemetry.spanCall, {
           attributes: { ...handler.attributes, [Telemetry.attributes.objectId]: id }
@@ -506,6 +564,164 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     }
 
     // ---------------------------------------------------------------------------------------------------
+    // Alarms
+    // ---------------------------------------------------------------------------------------------------
+
+    const maxRetries = options.alarmRetry?.maxRetries ?? 6
+    const alarmMetric = (name: string, outcome: Telemetry.AlarmOutcome) =>
+      Metric.update(Metric.withAttributes(Telemetry.alarms, { object_type: objectType, alarm: name, outcome }), 1)
+    const latenessMetric = Metric.withAttributes(Telemetry.alarmLateness, { object_type: objectType })
+
+    /** Fires one claimed alarm: runs its handler in the object's serial context and commits, or retries. */
+    const fire = (alarm: ClaimedAlarm): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        const start = clock.currentTimeMillisUnsafe()
+        yield* Metric.update(latenessMetric, Math.max(0, start - alarm.fireAt))
+        const release = (retryAt: number | null, error: string) =>
+          storage.releaseAlarm({
+            objectType,
+            objectId: alarm.objectId,
+            name: alarm.name,
+            claim: alarm.claim,
+            retryAt,
+            error,
+            now: clock.currentTimeMillisUnsafe()
+          }).pipe(
+            Effect.tap((held) =>
+              held
+                ? Effect.andThen(
+                  Effect.sync(() => {
+                    if (retryAt !== null) scheduler.wake(retryAt)
+                  }),
+                  alarmMetric(alarm.name, retryAt === null ? "failed" : "retried")
+                )
+                : alarmMetric(alarm.name, "lost")
+            ),
+            Effect.catchCause((cause) =>
+              Effect.logWarning("durable-object: could not release an alarm claim; it is retried when it expires")
+                .pipe(Effect.annotateLogs({ objectType, objectId: alarm.objectId, cause: Cause.pretty(cause) }))
+            )
+          )
+        const spec = alarmSpecs[alarm.name]
+        const codec = env.alarmCodecs.get(alarm.name)
+        if (spec === undefined || codec === undefined) {
+          return yield* release(null, `${objectType} declares no alarm "${alarm.name}"`)
+        }
+        if (alarm.attempts > maxRetries + 1) {
+          return yield* release(null, `gave up after ${alarm.attempts - 1} attempts that did not finish`)
+        }
+        const payload = codec.decode(alarm.payload)
+        if (Exit.isFailure(payload)) {
+          return yield* release(null, `the stored payload does not decode: ${Cause.pretty(payload.cause)}`)
+        }
+        const fired = {
+          name: alarm.name,
+          scheduledAt: DateTime.makeUnsafe(alarm.fireAt),
+          attempt: alarm.attempts,
+          isRetry: alarm.attempts > 1
+        }
+        const exit = yield* Effect.exit(exclusive(alarm.objectId, `alarm:${alarm.name}`, Infinity, [], (inst) => {
+          const cell = makeCell(inst.state)
+          cell.fired = { name: alarm.name, claim: alarm.claim, cron: alarm.cron }
+          const ctx = { ...makeContext(inst.id, cell), alarm: fired }
+          return runUser(inst, `alarm:${alarm.name}`, [], Effect.suspend(() => spec.handle(payload.value, ctx))).pipe(
+            Effect.map(() => {
+              // A recurring alarm re-arms itself for its next occurrence, unless its handler changed it.
+              if (alarm.cron !== null && !touchedAlarm(cell, alarm.name)) {
+                stageAlarm(cell, {
+                  name: alarm.name,
+                  fireAt: nextCron(alarm.cron, Math.max(clock.currentTimeMillisUnsafe(), alarm.fireAt)),
+                  payload: alarm.payload,
+                  cron: alarm.cron
+                })
+              }
+              return [undefined, cell] as const
+            })
+          )
+        }))
+        if (Exit.isSuccess(exit)) return yield* alarmMetric(alarm.name, "fired")
+        const error = Cause.findError(exit.cause)
+        if (error._tag === "Success" && (error.success as { _tag?: string })?._tag === "AlarmClaimLost") {
+          return yield* alarmMetric(alarm.name, "lost")
+        }
+        const reason = Cause.pretty(exit.cause)
+        if (alarm.attempts > maxRetries) return yield* release(null, reason)
+        return yield* release(
+          clock.currentTimeMillisUnsafe() + retryDelayMillis(options.alarmRetry, alarm.attempts),
+          reason
+        )
+      }).pipe(
+        Effect.withSpan(Telemetry.spanAlarm, {
+          attributes: {
+            [Telemetry.attributes.objectType]: objectType,
+            [Telemetry.attributes.objectId]: alarm.objectId,
+            "durable_object.alarm": alarm.name,
+            "durable_object.alarm.attempt": alarm.attempts
+          }
+        })
+      )
+
+    if (alarmNames.length > 0) yield* scheduler.register(objectType, fire)
+
+    const unknownAlarm = (name: string) =>
+      new UnknownHandler({ objectType, handler: `alarm:${String(name)}`, known: alarmNames.map((n) => `alarm:${n}`) })
+
+    const scheduleAlarm = (id: string, name: string, when: When, input: unknown) =>
+      Effect.gen(function*() {
+        const idError = checkId(objectType, id)
+        if (idError !== undefined) return yield* idError
+        const spec = alarmSpecs[name]
+        const codec = env.alarmCodecs.get(name)
+        if (spec === undefined || codec === undefined) return yield* unknownAlarm(name)
+        let payload: unknown = undefined
+        if (spec.payload !== undefined) {
+          const valid = Schema.decodeUnknownExit(Schema.toType(spec.payload) as unknown as Schema.Decoder<unknown>)(
+            input
+          )
+          if (Exit.isFailure(valid)) {
+            return yield* new InvalidPayload({ objectType, handler: `alarm:${name}`, issue: Cause.pretty(valid.cause) })
+          }
+          payload = valid.value
+        }
+        const encoded = codec.encode(payload)
+        if (Exit.isFailure(encoded)) {
+          return yield* new InvalidPayload({ objectType, handler: `alarm:${name}`, issue: Cause.pretty(encoded.cause) })
+        }
+        const resolved = yield* Effect.exit(resolveWhen(when, clock.currentTimeMillisUnsafe()))
+        if (Exit.isFailure(resolved)) {
+          return yield* new InvalidPayload({
+            objectType,
+            handler: `alarm:${name}`,
+            issue: Cause.pretty(resolved.cause)
+          })
+        }
+        yield* exclusive(id, `scheduleAlarm:${name}`, Infinity, [], (inst) => {
+          const cell = makeCell(inst.state)
+          stageAlarm(cell, { name, payload: encoded.value, ...resolved.value })
+          return Effect.succeed([undefined, cell] as const)
+        })
+      })
+
+    const cancelAlarm = (id: string, name: string) =>
+      Effect.gen(function*() {
+        const idError = checkId(objectType, id)
+        if (idError !== undefined) return yield* idError
+        if (alarmSpecs[name] === undefined) return yield* unknownAlarm(name)
+        yield* exclusive(id, `cancelAlarm:${name}`, Infinity, [], (inst) => {
+          const cell = makeCell(inst.state)
+          cell.alarms = { removeAll: false, remove: new Set([name]), put: new Map() }
+          return Effect.succeed([undefined, cell] as const)
+        })
+      })
+
+    const listAlarms = (id: string): Effect.Effect<ReadonlyArray<AlarmInfo>, InvalidObjectId | StorageError> =>
+      Effect.suspend((): Effect.Effect<ReadonlyArray<AlarmInfo>, InvalidObjectId | StorageError> => {
+        const idError = checkId(objectType, id)
+        if (idError !== undefined) return Effect.fail(idError)
+        return Effect.map(storage.listAlarms(objectType, id), (records) => records.map((r) => toAlarmInfo(env, r)))
+      })
+
+    // ---------------------------------------------------------------------------------------------------
     // Stop, delete, shutdown
     // ---------------------------------------------------------------------------------------------------
 
@@ -528,7 +744,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       Effect.gen(function*() {
         if (inst.status === "hibernated") yield* wake(inst)
         if (inst.status === "active" && def.onShutdown !== undefined) {
-          const cell: Cell = { state: inst.state }
+          const cell = makeCell(inst.state)
           const onShutdown = def.onShutdown
           yield* runUser(inst, "onShutdown", [], Effect.suspend(() => onShutdown(makeContext(inst.id, cell) as any)))
           yield* commitCell(inst, "onShutdown", cell)
@@ -546,7 +762,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         if (idError !== undefined) return Effect.fail(idError)
         const inst = objects.get(id)
         if (inst === undefined) return Effect.void
-        return withLock(inst, shutdownLocked(inst))
+        return withLock(inst, shutdownLocked(inst)).pipe(Effect.catchTag("AlarmClaimLost", Effect.die))
       })
 
     const delete_ = (id: string) =>
@@ -565,7 +781,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
             )
             markStopped(inst)
           })
-        )
+        ).pipe(Effect.catchTag("AlarmClaimLost", Effect.die))
       })
 
     const status = (id: string) =>
@@ -677,6 +893,9 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       stop,
       delete: delete_,
       status,
+      scheduleAlarm,
+      cancelAlarm,
+      listAlarms,
       loadedIds: Effect.sync(() =>
         Array.from(objects.values()).filter((i) => i.status === "active" || i.status === "hibernated").map((i) => i.id)
       )
