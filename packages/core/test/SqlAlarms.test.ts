@@ -1,0 +1,140 @@
+import { DurableObject, DurableObjectTest, SqlStorage } from "@durable-object/core"
+import { PgClient } from "@effect/sql-pg"
+import { assert, describe, it } from "@effect/vitest"
+import { Clock, Effect, Layer, Redacted, Schema } from "effect"
+import type { SqlClient } from "effect/sql"
+import { inject } from "vitest"
+import { Reminders } from "./fixtures.ts"
+
+/** Records when each alarm ran relative to its due time. */
+const Lateness = DurableObject.defineObject({
+  name: "Lateness",
+  state: Schema.Struct({ lateness: Schema.Array(Schema.Number) }),
+  initialState: () => ({ lateness: [] }),
+  handlers: {
+    at: {
+      payload: Schema.Struct({ at: Schema.Number }),
+      handle: ({ at }, ctx) => ctx.alarms.schedule("due", { at })
+    },
+    read: { success: Schema.Array(Schema.Number), handle: (_, ctx) => Effect.map(ctx.state.get, (s) => s.lateness) }
+  },
+  alarms: {
+    due: {
+      handle: (_, ctx) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          ctx.state.update((s) => ({
+            lateness: [...s.lateness, now - ctx.alarm.scheduledAt.epochMilliseconds]
+          })))
+    }
+  }
+})
+
+interface Backend {
+  readonly name: string
+  /** A fresh client on the backend's shared test database (a new pool/connection each build). */
+  readonly client: () => Layer.Layer<SqlClient.SqlClient, unknown>
+}
+
+const backends: Array<Backend> = [
+  {
+    name: "PostgreSQL",
+    client: () => PgClient.layer({ url: Redacted.make(inject("postgresUrl")), maxConnections: 8 })
+  }
+]
+
+const percentile = (sorted: ReadonlyArray<number>, p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN
+
+for (const backend of backends) {
+  describe(`Alarms on ${backend.name}`, () => {
+    const storage = (tablePrefix: string) =>
+      SqlStorage.layer({ tablePrefix, alarms: { pollInterval: "100 millis", leaseDuration: "10 seconds" } }).pipe(
+        Layer.provide(backend.client())
+      )
+    const runtime = <D extends DurableObject.AnyDefinition>(definition: D, tablePrefix: string) =>
+      definition.layer.pipe(Layer.provideMerge(storage(tablePrefix))) as Layer.Layer<
+        DurableObject.Runtime<D["name"]> | import("@durable-object/core").Storage.Storage,
+        unknown
+      >
+
+    it.live("an alarm survives a restart of the runtime and fires when the runtime is back", () =>
+      Effect.gen(function*() {
+        const prefix = `restart_${Date.now() % 100000}_`
+        yield* Reminders.client("r1").ping({ inMillis: 300 }).pipe(Effect.provide(runtime(Reminders, prefix)))
+        // the first runtime is gone before the alarm is due
+        yield* Effect.sleep("500 millis")
+        const fired = yield* Effect.gen(function*() {
+          for (let i = 0; i < 50; i++) {
+            const state = yield* DurableObjectTest.persistedState(Reminders, "r1")
+            if ((state?.fired.length ?? 0) > 0) return state!.fired
+            yield* Effect.sleep("100 millis")
+          }
+          return []
+        }).pipe(Effect.provide(runtime(Reminders, prefix)))
+        assert.deepStrictEqual(fired, ["ping"])
+      }))
+
+    it.live(
+      "two runtimes on one database fire each of 1,000 alarms exactly once in effect",
+      () =>
+        Effect.gen(function*() {
+          const prefix = `twice_${Date.now() % 100000}_`
+          const ids = Array.from({ length: 1000 }, (_, i) => `o${i}`)
+          const a = yield* Layer.build(runtime(Reminders, prefix))
+          const b = yield* Layer.build(runtime(Reminders, prefix))
+          yield* Effect.forEach(
+            ids,
+            (id, i) =>
+              Reminders.client(id).ping({ inMillis: 200 + Math.floor(Math.random() * 800) }).pipe(
+                Effect.provide(i % 2 === 0 ? a : b)
+              ),
+            { concurrency: 50, discard: true }
+          )
+          const counts = yield* Effect.gen(function*() {
+            for (let round = 0; round < 100; round++) {
+              yield* Effect.sleep("200 millis")
+              const states = yield* Effect.forEach(ids, (id) => DurableObjectTest.persistedState(Reminders, id), {
+                concurrency: 20
+              })
+              const fired = states.map((s) => s?.fired.length ?? 0)
+              if (fired.every((n) => n >= 1)) return fired
+            }
+            return []
+          }).pipe(Effect.provide(a))
+          assert.strictEqual(counts.length, 1000, "every alarm fired")
+          assert.isTrue(counts.every((n) => n === 1), "no alarm's effect was applied twice")
+          const left = yield* Effect.forEach(ids, (id) => DurableObject.listAlarms(Reminders, id), { concurrency: 20 })
+            .pipe(Effect.provide(a))
+          assert.strictEqual(left.flat().length, 0)
+        }),
+      60_000
+    )
+
+    it.live("near alarms fire within milliseconds of their time (lateness is measured and reported)", () => {
+      const prefix = `late_${Date.now() % 100000}_`
+      return Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const ids = Array.from({ length: 300 }, (_, i) => `l${i}`)
+        yield* Effect.forEach(
+          ids,
+          (id) => Lateness.client(id).at({ at: now + 500 + Math.floor(Math.random() * 2000) }),
+          { concurrency: 30, discard: true }
+        )
+        yield* Effect.sleep("3 seconds")
+        const lateness: Array<number> = []
+        for (let round = 0; round < 50 && lateness.length < ids.length; round++) {
+          lateness.length = 0
+          for (const id of ids) lateness.push(...(yield* Lateness.client(id).read()))
+          if (lateness.length < ids.length) yield* Effect.sleep("200 millis")
+        }
+        const sorted = lateness.toSorted((x, y) => x - y)
+        console.log(
+          `[${backend.name}] alarm lateness over ${sorted.length} alarms: p50 ${percentile(sorted, 0.5)} ms, p99 ${
+            percentile(sorted, 0.99)
+          } ms, max ${sorted.at(-1)} ms`
+        )
+        assert.strictEqual(sorted.length, ids.length)
+      }).pipe(Effect.provide(runtime(Lateness, prefix)))
+    }, 30_000)
+  })
+}
