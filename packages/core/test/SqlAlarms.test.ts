@@ -45,14 +45,15 @@ const backends: Array<Backend> = [
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN
 
+const storage = (backend: Backend, tablePrefix: string) =>
+  SqlStorage.layer({ tablePrefix, alarms: { pollInterval: "100 millis", leaseDuration: "10 seconds" } }).pipe(
+    Layer.provide(backend.client())
+  )
+
 for (const backend of backends) {
   describe(`Alarms on ${backend.name}`, () => {
-    const storage = (tablePrefix: string) =>
-      SqlStorage.layer({ tablePrefix, alarms: { pollInterval: "100 millis", leaseDuration: "10 seconds" } }).pipe(
-        Layer.provide(backend.client())
-      )
     const runtime = <D extends DurableObject.AnyDefinition>(definition: D, tablePrefix: string) =>
-      definition.layer.pipe(Layer.provideMerge(storage(tablePrefix))) as Layer.Layer<
+      definition.layer.pipe(Layer.provideMerge(storage(backend, tablePrefix))) as Layer.Layer<
         DurableObject.Runtime<D["name"]> | import("@durable-object/core").Storage.Storage,
         unknown
       >
