@@ -50,14 +50,15 @@ const storage = (backend: Backend, tablePrefix: string) =>
     Layer.provide(backend.client())
   )
 
+const runtimeOn = (backend: Backend) => <D extends DurableObject.AnyDefinition>(definition: D, tablePrefix: string) =>
+  definition.layer.pipe(Layer.provideMerge(storage(backend, tablePrefix))) as Layer.Layer<
+    DurableObject.Runtime<D["name"]> | import("@durable-object/core").Storage.Storage,
+    unknown
+  >
+
 for (const backend of backends) {
   describe(`Alarms on ${backend.name}`, () => {
-    const runtime = <D extends DurableObject.AnyDefinition>(definition: D, tablePrefix: string) =>
-      definition.layer.pipe(Layer.provideMerge(storage(backend, tablePrefix))) as Layer.Layer<
-        DurableObject.Runtime<D["name"]> | import("@durable-object/core").Storage.Storage,
-        unknown
-      >
-
+    const runtime = runtimeOn(backend)
     it.live("an alarm survives a restart of the runtime and fires when the runtime is back", () =>
       Effect.gen(function*() {
         const prefix = `restart_${Date.now() % 100000}_`
