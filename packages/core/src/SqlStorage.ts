@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Layer, Metric } from "effect"
+import { Clock, Context, Effect, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
 import { Migrator, SqlClient, type SqlError } from "effect/sql"
 import { AlarmClaimLost, StorageError, VersionConflict } from "./Errors.ts"
 import type { Scheduler, SchedulerOptions } from "./internal/scheduler.ts"
@@ -59,6 +59,8 @@ export interface Tables {
   readonly alarms: string
   readonly migrations: string
 }
+
+const isPgDialect = (sql: SqlClient.SqlClient) => sql.onDialectOrElse({ pg: () => true, orElse: () => false })
 
 const identifierPattern = /^[A-Za-z_][A-Za-z0-9_]{0,31}$/
 
@@ -227,6 +229,16 @@ const toStorageError =
       ? new StorageError({ operation, detail: error.message, cause: error })
       : error as Exclude<E, SqlError.SqlError>
 
+/**
+ * The part of `@effect/sql-pg`'s `PgClient` used for LISTEN/NOTIFY, looked up by its service key so this
+ * module does not depend on the PostgreSQL driver.
+ */
+const PgNotifications = Context.Service<{
+  readonly listen: (
+    channel: string
+  ) => Effect.Effect<Queue.Dequeue<{ readonly payload: string }, unknown>, unknown, Scope.Scope>
+}>("@effect/sql-pg/PgClient")
+
 const record = (operation: "load" | "save" | "delete", outcome: string, start: number) =>
   Effect.flatMap(
     Clock.currentTimeMillis,
@@ -273,9 +285,11 @@ export const make = (options?: Options): Effect.Effect<
         )
       )
     }
+    const pg = isPgDialect(sql) ? yield* Effect.serviceOption(PgNotifications) : Option.none()
+    const channel = t.alarms.replace(/\./g, "_")
     const objects = sql(t.objects)
     const alarms = sql(t.alarms)
-    const isPg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
+    const isPg = isPgDialect(sql)
     const stateColumn = isPg ? sql.literal("state::text") : sql.literal("state")
     const jsonParam = (json: string) => (isPg ? sql`${json}::jsonb` : sql`${json}`)
 
@@ -335,6 +349,11 @@ export const make = (options?: Options): Effect.Effect<
         if (changes.removeAll) yield* sql`DELETE FROM ${alarms} WHERE ${where}`
         if (changes.remove.length > 0) {
           yield* sql`DELETE FROM ${alarms} WHERE ${where} AND ${sql.in("name", changes.remove)}`
+        }
+        if (Option.isSome(pg) && changes.put.length > 0) {
+          // Delivered when the transaction commits, so other runtimes never wake for an alarm that is not there.
+          const earliest = Math.min(...changes.put.map((p) => p.fireAt))
+          yield* sql`SELECT pg_notify(${channel}, ${String(earliest)})`
         }
         for (const alarm of changes.put) {
           yield* sql`INSERT INTO ${alarms}
@@ -496,7 +515,26 @@ export const make = (options?: Options): Effect.Effect<
         Effect.mapError(toStorageError("releaseAlarm"))
       )
 
-    return Storage.of({ load, commit, listAlarms, claimDueAlarms, nextAlarmAt, releaseAlarm })
+    const watchAlarms = Option.isNone(pg) ? undefined : (onAlarm: (fireAt: number) => void) =>
+      Effect.forkScoped(
+        Effect.scoped(Effect.gen(function*() {
+          const notifications = yield* pg.value.listen(channel)
+          while (true) {
+            const notification = yield* Queue.take(notifications)
+            const fireAt = Number(notification.payload)
+            if (Number.isFinite(fireAt)) onAlarm(fireAt)
+          }
+        })).pipe(
+          Effect.tapCause((cause) =>
+            Effect.logWarning("durable-object: alarm LISTEN failed; relying on polling until it reconnects").pipe(
+              Effect.annotateLogs({ cause: String(cause) })
+            )
+          ),
+          Effect.retry(Schedule.spaced("1 second"))
+        )
+      ).pipe(Effect.asVoid)
+
+    return Storage.of({ load, commit, listAlarms, claimDueAlarms, nextAlarmAt, releaseAlarm, watchAlarms })
   })
 
 /**

@@ -173,6 +173,14 @@ export class Storage extends Context.Service<Storage, {
   readonly nextAlarmAt: (objectTypes: ReadonlyArray<string>) => Effect.Effect<number | undefined, StorageError>
   /** Releases a claim for a retry or as failed; `false` when the claim no longer holds (nothing changed). */
   readonly releaseAlarm: (release: AlarmRelease) => Effect.Effect<boolean, StorageError>
+  /**
+   * Optional: calls `onAlarm(fireAt)` whenever any process commits an alarm, for as long as the scope lasts,
+   * so schedulers wake before their next poll (PostgreSQL: LISTEN/NOTIFY). Without it, alarms written by
+   * other processes are found by polling.
+   */
+  readonly watchAlarms?:
+    | ((onAlarm: (fireAt: number) => void) => Effect.Effect<void, never, import("effect").Scope.Scope>)
+    | undefined
 }>()("@durable-object/core/Storage") {}
 
 interface MemoryObject {

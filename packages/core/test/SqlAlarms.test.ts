@@ -1,4 +1,4 @@
-import { DurableObject, DurableObjectTest, SqlStorage } from "@durable-object/core"
+import { Alarms, DurableObject, DurableObjectTest, SqlStorage, Storage } from "@durable-object/core"
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Layer, Redacted, Schema } from "effect"
@@ -140,3 +140,31 @@ for (const backend of backends) {
     }, 30_000)
   })
 }
+
+describe("Alarms on PostgreSQL: LISTEN/NOTIFY", () => {
+  it.live("an alarm committed by another process wakes this runtime long before its next poll", () => {
+    const prefix = `notify_${Date.now() % 100000}_`
+    const pg = () => PgClient.layer({ url: Redacted.make(inject("postgresUrl")), maxConnections: 4 })
+    // The writer has no scheduler of its own: only the listener can fire the alarm.
+    const writer = Reminders.layer.pipe(
+      Layer.provide(Layer.succeed(Alarms.Scheduler, { register: () => Effect.void, wake: () => {} })),
+      Layer.provideMerge(Layer.effect(Storage.Storage, SqlStorage.make({ tablePrefix: prefix }))),
+      Layer.provide(pg())
+    )
+    const listener = Reminders.layer.pipe(
+      Layer.provideMerge(SqlStorage.layer({ tablePrefix: prefix, alarms: { pollInterval: "1 hour" } })),
+      Layer.provide(pg())
+    )
+    return Effect.gen(function*() {
+      const listening = yield* Layer.build(listener)
+      yield* Effect.sleep("300 millis") // let LISTEN settle before the write
+      yield* Reminders.client("n").ping({ inMillis: 200 }).pipe(Effect.provide(writer))
+      let fired: ReadonlyArray<string> = []
+      for (let i = 0; i < 30 && fired.length === 0; i++) {
+        yield* Effect.sleep("100 millis")
+        fired = (yield* DurableObjectTest.persistedState(Reminders, "n").pipe(Effect.provide(listening)))?.fired ?? []
+      }
+      assert.deepStrictEqual(fired, ["ping"])
+    })
+  }, 20_000)
+})

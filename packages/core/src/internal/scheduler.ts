@@ -125,6 +125,7 @@ export const make = (
     })
 
     yield* Effect.forkScoped(loop)
+    if (storage.watchAlarms !== undefined) yield* storage.watchAlarms(wake)
 
     return Scheduler.of({
       register: (objectType, fire) =>
