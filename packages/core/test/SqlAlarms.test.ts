@@ -141,10 +141,11 @@ for (const backend of backends) {
   })
 }
 
+const pg = () => PgClient.layer({ url: Redacted.make(inject("postgresUrl")), maxConnections: 4 })
+
 describe("Alarms on PostgreSQL: LISTEN/NOTIFY", () => {
   it.live("an alarm committed by another process wakes this runtime long before its next poll", () => {
     const prefix = `notify_${Date.now() % 100000}_`
-    const pg = () => PgClient.layer({ url: Redacted.make(inject("postgresUrl")), maxConnections: 4 })
     // The writer has no scheduler of its own: only the listener can fire the alarm.
     const writer = Reminders.layer.pipe(
       Layer.provide(Layer.succeed(Alarms.Scheduler, { register: () => Effect.void, wake: () => {} })),
