@@ -246,6 +246,97 @@ describe("DurableObject", () => {
       }))
   })
 
+  describe("output gate", () => {
+    /** Memory storage whose commits wait until the test releases them, one at a time. */
+    const gatedStorage = Effect.gen(function*() {
+      const memory = yield* Storage.makeMemory
+      const pending: Array<{ readonly write: Storage.WriteSet; readonly release: (fail: boolean) => void }> = []
+      const layer = Storage.layerWithScheduler(Effect.succeed({
+        ...memory,
+        commit: (write: Storage.WriteSet) =>
+          Effect.callback<boolean>((resume) => {
+            pending.push({ write, release: (fail) => resume(Effect.succeed(fail)) })
+          }).pipe(
+            Effect.flatMap((fail) =>
+              fail
+                ? Effect.fail(new Errors.StorageError({ operation: "commit", detail: "injected" }))
+                : memory.commit(write)
+            )
+          )
+      }))
+      return { layer, pending, memory }
+    })
+
+    it.effect("calls behind an in-flight commit run on its state, merge into one commit, and reply when it lands", () =>
+      Effect.gen(function*() {
+        const gated = yield* gatedStorage
+        yield* Effect.gen(function*() {
+          const c = Counter.client("pipe")
+          const first = yield* Effect.forkChild(c.increment({ amount: 1 }))
+          yield* settle
+          assert.strictEqual(gated.pending.length, 1)
+          const rest = yield* Effect.forEach([1, 2, 3], () => Effect.forkChild(c.increment({ amount: 1 })))
+          yield* settle
+          // the handlers ran (the object was not blocked by the commit) but nobody has a reply yet
+          assert.isUndefined(first.pollUnsafe())
+          assert.isTrue(rest.every((f) => f.pollUnsafe() === undefined))
+          assert.strictEqual(gated.pending.length, 1, "one commit in flight, the rest wait merged")
+          gated.pending.shift()!.release(false)
+          yield* settle
+          assert.strictEqual(yield* Fiber.join(first), 1)
+          assert.strictEqual(gated.pending.length, 1, "the three queued changes go out as one commit")
+          assert.isTrue(rest.every((f) => f.pollUnsafe() === undefined), "their replies wait for it")
+          gated.pending.shift()!.release(false)
+          assert.deepStrictEqual(yield* Effect.forEach(rest, Fiber.join), [2, 3, 4])
+          const stored = yield* gated.memory.load("Counter", "pipe")
+          assert.strictEqual(stored?.version, 2)
+          assert.strictEqual(JSON.parse(stored!.state).count, 4)
+        }).pipe(Effect.provide(Counter.layer.pipe(Layer.provideMerge(gated.layer), Layer.provide(journalLayer()))))
+      }))
+
+    it.effect("a read behind an in-flight commit replies only once that commit is durable", () =>
+      Effect.gen(function*() {
+        const gated = yield* gatedStorage
+        yield* Effect.gen(function*() {
+          const c = Counter.client("read")
+          const write = yield* Effect.forkChild(c.increment({ amount: 5 }))
+          yield* settle
+          const read = yield* Effect.forkChild(c.get())
+          yield* settle
+          assert.isUndefined(read.pollUnsafe())
+          gated.pending.shift()!.release(false)
+          assert.strictEqual(yield* Fiber.join(read), 5)
+          assert.strictEqual(yield* Fiber.join(write), 5)
+        }).pipe(Effect.provide(Counter.layer.pipe(Layer.provideMerge(gated.layer), Layer.provide(journalLayer()))))
+      }))
+
+    it.effect("when an in-flight commit fails, every call that saw its state fails too and the object reverts", () =>
+      Effect.gen(function*() {
+        const gated = yield* gatedStorage
+        yield* Effect.gen(function*() {
+          const c = Counter.client("rollback")
+          const base = yield* Effect.forkChild(c.increment({ amount: 1 }))
+          yield* settle
+          gated.pending.shift()!.release(false)
+          assert.strictEqual(yield* Fiber.join(base), 1)
+          const doomed = yield* Effect.forkChild(Effect.exit(c.increment({ amount: 10 })))
+          yield* settle
+          const speculativeWrite = yield* Effect.forkChild(Effect.exit(c.increment({ amount: 100 })))
+          const speculativeRead = yield* Effect.forkChild(Effect.exit(c.get()))
+          yield* settle
+          gated.pending.shift()!.release(true)
+          for (const fiber of [doomed, speculativeWrite, speculativeRead]) {
+            const exit = yield* Fiber.join(fiber)
+            assert.strictEqual(failureOf(exit)._tag, "StorageError")
+          }
+          assert.strictEqual(gated.pending.length, 0, "nothing built on the failed commit reaches storage")
+          const read = yield* Effect.forkChild(c.get())
+          yield* settle
+          assert.strictEqual(yield* Fiber.join(read), 1, "reloaded from storage")
+        }).pipe(Effect.provide(Counter.layer.pipe(Layer.provideMerge(gated.layer), Layer.provide(journalLayer()))))
+      }))
+  })
+
   describe("concurrency", () => {
     it.effect("1,000 concurrent increments on one object end at exactly 1,000", () =>
       Effect.gen(function*() {

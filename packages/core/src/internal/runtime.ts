@@ -18,11 +18,11 @@ import {
   ReentrantCall,
   RuntimeShutdown,
   StateDecodeError,
-  type StorageError,
+  StorageError,
   UnknownHandler,
   type VersionConflict
 } from "../Errors.ts"
-import { type ClaimedAlarm, Storage } from "../Storage.ts"
+import { type AlarmChanges, type ClaimedAlarm, Storage } from "../Storage.ts"
 import * as Telemetry from "../Telemetry.ts"
 import {
   alarmCodecs,
@@ -70,10 +70,38 @@ interface Instance extends Mailbox.Mailbox {
   state: unknown
   /** The committed state as JSON (the initial state's encoding while nothing is stored). */
   json: string
-  /** The stored version (0: no row). */
+  /** The last durable version (0: no row). */
   version: number
   /** When the last call finished, for idle expiry. */
   lastActive: number
+  /** Bumped whenever the in-memory copy is dropped, so speculative work built on it can tell. */
+  epoch: number
+  /** Commits not yet durable, oldest first; the first one is in flight. */
+  commits: Array<CommitGroup>
+  /** The drain currently committing `commits`, if any. */
+  draining: object | undefined
+  /** Why the last speculative chain was rolled back (its successors fail with it). */
+  rollback: { readonly epoch: number; readonly error: CommitError } | undefined
+}
+
+/** How a commit can fail. */
+type CommitError = StorageError | VersionConflict | AlarmClaimLost
+
+/**
+ * One storage write carrying the changes of one or more handler runs of the same object. Consecutive
+ * state-only changes merge while the group waits behind an in-flight commit, so a hot object commits once
+ * per storage round trip whatever its call rate; every waiter is released when the group is durable.
+ */
+interface CommitGroup {
+  json: string
+  readonly alarms: AlarmChanges | undefined
+  readonly waiters: Array<(exit: Exit.Exit<void, CommitError>) => void>
+  exit: Exit.Exit<void, CommitError> | undefined
+  started: boolean
+  /** Alarm fire times to tell the scheduler about once durable. */
+  readonly wakeAt: number | undefined
+  /** The context of the call that created the group: its commit runs with it (spans, SQL transformers). */
+  readonly context: Context.Context<never>
 }
 
 interface Prepared {
@@ -146,6 +174,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
   Effect.gen(function*() {
     const storage = yield* Storage
     const scheduler = yield* Scheduler
+    const runtimeScope = yield* Effect.scope
     const clock = yield* Clock.Clock
     const fullContext = yield* Effect.context<never>()
     const services: Context.Context<never> | undefined = def.services.length === 0
@@ -207,6 +236,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     let closing = false
 
     const hibernates = options.hibernateAfterMillis < options.shutdownAfterMillis
+    const maxPendingCommits = Math.max(1, options.mailboxCapacity)
 
     const instanceFor = (id: string): Instance => {
       let inst = objects.get(id)
@@ -219,6 +249,10 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           json: "",
           version: 0,
           lastActive: 0,
+          epoch: 0,
+          commits: [],
+          draining: undefined,
+          rollback: undefined,
           busy: false,
           waiters: []
         }
@@ -234,6 +268,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       if (inst.status === "active" || inst.status === "hibernated") loaded--
       inst.status = "unloaded"
       inst.state = undefined
+      inst.epoch++
       idleActive.delete(inst.id)
       idleHibernated.delete(inst.id)
     }
@@ -312,17 +347,99 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       })
     }
 
+    const settle = (group: CommitGroup, exit: Exit.Exit<void, CommitError>) => {
+      group.exit = exit
+      for (const waiter of group.waiters) waiter(exit)
+      group.waiters.length = 0
+    }
+
+    /** Waits until `group` is durable (or failed). */
+    const awaitGroup = (group: CommitGroup): Effect.Effect<void, CommitError> =>
+      group.exit !== undefined ? group.exit : Effect.callback<void, CommitError>((resume) => {
+        if (group.exit !== undefined) return resume(group.exit)
+        const waiter = (exit: Exit.Exit<void, CommitError>) => resume(exit)
+        group.waiters.push(waiter)
+        return Effect.sync(() => {
+          const index = group.waiters.indexOf(waiter)
+          if (index >= 0) group.waiters.splice(index, 1)
+        })
+      })
+
     /**
-     * Commits what user code left in `cell` (state and alarm changes, and the removal of a fired alarm), if
-     * anything changed. Runs with the lock held. Any failure of the commit (or an interruption during it)
-     * drops the in-memory copy: the outcome of a commit that did not answer is unknown, so the next call
-     * reloads the truth from storage.
+     * Commits the head group of `inst` and then the next ones, in order. A failed commit fails its group
+     * and every later one (they were built on its speculative state), and drops the in-memory copy: the
+     * outcome of a commit that did not answer is unknown, so the next call reloads the truth.
      */
-    const commitCell = (
+    const drain = (inst: Instance, token: object): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        const epoch = inst.epoch
+        while (inst.commits.length > 0) {
+          const group = inst.commits[0]!
+          if (inst.epoch !== epoch) {
+            // The copy these commits were built on was dropped: none of them may reach storage.
+            const stale = inst.commits.splice(0)
+            const error = new StorageError({
+              operation: "commit",
+              detail: "the object was reloaded before this commit"
+            })
+            inst.draining = undefined
+            for (const g of stale) settle(g, Exit.fail(error))
+            return
+          }
+          group.started = true
+          const exit = yield* Effect.exit(Effect.provideContext(
+            storage.commit({
+              objectType,
+              objectId: inst.id,
+              expectedVersion: inst.version,
+              state: group.json,
+              alarms: group.alarms
+            }),
+            group.context
+          ))
+          if (Exit.isSuccess(exit)) {
+            inst.version = exit.value
+            inst.commits.shift()
+            if (group.wakeAt !== undefined) scheduler.wake(group.wakeAt)
+            settle(group, Exit.void)
+            continue
+          }
+          const failed = inst.commits.splice(0)
+          const error = Cause.findError(exit.cause)
+          inst.rollback = {
+            epoch: inst.epoch,
+            error: error._tag === "Success"
+              ? error.success
+              : new StorageError({ operation: "commit", detail: Cause.pretty(exit.cause) })
+          }
+          unload(inst)
+          inst.draining = undefined
+          for (const g of failed) settle(g, exit)
+          return yield* reportLoaded
+        }
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        // Settling waiters may have started the next drain already; leave that one alone.
+        if (inst.draining === token) inst.draining = undefined
+      })))
+
+    /**
+     * Stages what user code left in `cell` (state and alarm changes, and the removal of a fired alarm) as a
+     * commit of `inst`, applying it to the in-memory copy speculatively, and returns the group to wait for
+     * (undefined when nothing changed and nothing is pending). Runs with the lock held.
+     */
+    const stage = (
       inst: Instance,
       handler: string,
       cell: Cell
-    ): Effect.Effect<void, StorageError | VersionConflict | HandlerDefect | AlarmClaimLost> => {
+    ): Effect.Effect<CommitGroup | undefined, HandlerDefect> =>
+      Effect.contextWith((context: Context.Context<never>) => stageWith(inst, handler, cell, context))
+
+    const stageWith = (
+      inst: Instance,
+      handler: string,
+      cell: Cell,
+      context: Context.Context<never>
+    ): Effect.Effect<CommitGroup | undefined, HandlerDefect> => {
       const ops = cell.alarms
       const alarmChanges = cell.fired !== undefined ||
         (ops !== undefined && (ops.removeAll || ops.remove.size > 0 || ops.put.size > 0))
@@ -347,13 +464,17 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           stateChanged = true
         }
       }
-      if (!stateChanged && !alarmChanges) return Effect.void
+      const last = inst.commits.at(-1)
+      if (!stateChanged && !alarmChanges) return Effect.succeed(last)
+      inst.state = cell.state
+      inst.json = json
+      if (!alarmChanges && last !== undefined && !last.started && last.alarms === undefined) {
+        last.json = json
+        return Effect.succeed(last)
+      }
       const puts = ops === undefined ? [] : Array.from(ops.put.values())
-      return storage.commit({
-        objectType,
-        objectId: inst.id,
-        expectedVersion: inst.version,
-        state: json,
+      const group: CommitGroup = {
+        json,
         alarms: alarmChanges
           ? {
             fired: cell.fired === undefined ? undefined : { name: cell.fired.name, claim: cell.fired.claim },
@@ -361,23 +482,27 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
             remove: ops === undefined ? [] : Array.from(ops.remove),
             put: puts
           }
-          : undefined
-      }).pipe(
-        Effect.onExit((exit) =>
-          Effect.sync(() => {
-            if (Exit.isSuccess(exit)) {
-              inst.state = cell.state
-              inst.json = json
-              inst.version = exit.value
-              if (puts.length > 0) scheduler.wake(Math.min(...puts.map((p) => p.fireAt)))
-            } else {
-              unload(inst)
-            }
-          })
-        ),
-        Effect.asVoid
-      )
+          : undefined,
+        waiters: [],
+        exit: undefined,
+        started: false,
+        wakeAt: puts.length > 0 ? Math.min(...puts.map((p) => p.fireAt)) : undefined,
+        context
+      }
+      inst.commits.push(group)
+      if (inst.draining !== undefined) return Effect.succeed(group)
+      const token = {}
+      inst.draining = token
+      return Effect.as(Effect.forkIn(drain(inst, token), runtimeScope), group)
     }
+
+    /** Stages `cell` and waits until it is durable: for hooks and administrative writes. */
+    const commitCell = (
+      inst: Instance,
+      handler: string,
+      cell: Cell
+    ): Effect.Effect<void, CommitError | HandlerDefect> =>
+      Effect.flatMap(stage(inst, handler, cell), (group) => (group === undefined ? Effect.void : awaitGroup(group)))
 
     const activate = (inst: Instance, chain: ReadonlyArray<string>) =>
       Effect.gen(function*() {
@@ -453,10 +578,18 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         })
         : effect
 
+    /** Waits for the commits of `inst` that are in flight or queued (ignoring how they end). */
+    const quiesce = (inst: Instance): Effect.Effect<void> => {
+      const last = inst.commits.at(-1)
+      return last === undefined ? Effect.void : Effect.ignore(awaitGroup(last))
+    }
+
     /**
      * Runs `run` in the object's serial context: waits in its mailbox (at most `capacity` waiting),
-     * activates or wakes it, runs `run` under the call timeout, then commits the cell `run` returns before
-     * releasing the reply. The commit is outside the timeout, and nothing is written when `run` fails.
+     * activates or wakes it, and runs `run` under the call timeout. Then it stages the cell `run` returns as
+     * a commit, releases the object to the next caller at once (which may run on this not-yet-durable
+     * state), and releases this caller's reply only when the commit it depends on is durable: the output
+     * gate. Nothing is staged when `run` fails; a failed commit fails every reply that depended on it.
      */
     const exclusive = <A, E>(
       id: string,
@@ -471,6 +604,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
             if (closing) return yield* new RuntimeShutdown({ objectType })
             const inst = instanceFor(id)
             const ticket = Mailbox.makeTicket()
+            let epoch = -1
             const ran = yield* Effect.exit(restore(withTimeout(
               inst,
               label,
@@ -479,6 +613,9 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
                 if (inst.status === "stopped") return RETRY
                 if (inst.status === "unloaded") yield* activate(inst, chain)
                 else if (inst.status === "hibernated") yield* wake(inst)
+                // Bound the speculation: past this many pending commits, wait for them first.
+                if (inst.commits.length >= maxPendingCommits) yield* quiesce(inst)
+                epoch = inst.epoch
                 return yield* run(inst)
               })
             )))
@@ -487,14 +624,26 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
               releaseLock(inst)
               continue
             }
-            const committed = yield* Effect.exit(
-              Exit.isSuccess(ran) && ran.value !== RETRY
-                ? restore(commitCell(inst, label, ran.value[1])).pipe(Effect.as(ran.value[0]))
-                : (ran as Exit.Exit<never, unknown>)
-            )
+            if (Exit.isFailure(ran)) {
+              releaseLock(inst)
+              if (inst.status !== "active") yield* reportLoaded
+              return yield* ran
+            }
+            const [reply, cell] = ran.value as readonly [A, Cell]
+            const staged: Exit.Exit<CommitGroup | undefined, CommitError | HandlerDefect> =
+              inst.epoch !== epoch || inst.status !== "active"
+                // An earlier commit failed while this ran: the state it saw was speculative and is gone.
+                ? Exit.fail(
+                  inst.rollback?.epoch === epoch
+                    ? inst.rollback.error
+                    : new StorageError({ operation: "commit", detail: "the object was reloaded while the call ran" })
+                )
+                : yield* Effect.exit(stage(inst, label, cell))
             releaseLock(inst)
             if (inst.status !== "active") yield* reportLoaded
-            return yield* committed
+            if (Exit.isFailure(staged)) return yield* staged
+            if (staged.value !== undefined) yield* restore(awaitGroup(staged.value))
+            return reply
           }
         })
       )
@@ -732,7 +881,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           const ticket = Mailbox.makeTicket()
           const acquired = yield* Effect.exit(restore(Mailbox.acquire(inst, ticket, Infinity, overloaded(inst))))
           if (!ticket.granted) return yield* (acquired as Exit.Exit<never>)
-          const result = yield* Effect.exit(restore(body))
+          const result = yield* Effect.exit(restore(Effect.andThen(quiesce(inst), body)))
           releaseLock(inst)
           yield* reportLoaded
           return yield* result
@@ -821,7 +970,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       const eligible = action === "hibernate"
         ? inst.status === "active"
         : inst.status === "active" || inst.status === "hibernated"
-      if (inst.busy || !eligible) {
+      if (inst.busy || inst.commits.length > 0 || !eligible) {
         // A busy object is re-listed when its call finishes.
         idleActive.delete(inst.id)
         idleHibernated.delete(inst.id)
