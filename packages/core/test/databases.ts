@@ -1,0 +1,29 @@
+/**
+ * Database specs shared by the test process and the crash worker (a plain Node process, so nothing here may
+ * import vitest): where a database lives, and how to connect to it.
+ */
+import type { SqlStorage } from "@durable-object/core"
+import { PgClient } from "@effect/sql-pg"
+import { Effect, Layer, Redacted } from "effect"
+import { SqlClient, type SqlError } from "effect/sql"
+
+/** Where a database lives, in a form a child process can receive as JSON. */
+export type DatabaseSpec =
+  | { readonly backend: "PostgreSQL"; readonly url: string; readonly tablePrefix: string }
+  | { readonly backend: "SQLite"; readonly filename: string }
+
+/** A new `SqlClient` layer on the database: every build opens its own connections and closes them after. */
+export const clientFor = (
+  spec: DatabaseSpec,
+  options?: { readonly maxConnections?: number }
+): Layer.Layer<SqlClient.SqlClient, SqlError.SqlError> =>
+  spec.backend === "PostgreSQL"
+    ? PgClient.layer({ url: Redacted.make(spec.url), maxConnections: options?.maxConnections ?? 4 })
+    : Layer.effect(
+      SqlClient.SqlClient,
+      Effect.die(new Error("The SQLite backend needs @durable-object/sql-sqlite-node, which is not there yet"))
+    )
+
+/** The `SqlStorage` options of the database (its table prefix on PostgreSQL). */
+export const optionsFor = (spec: DatabaseSpec): SqlStorage.Options =>
+  spec.backend === "PostgreSQL" ? { tablePrefix: spec.tablePrefix } : {}
