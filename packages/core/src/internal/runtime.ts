@@ -169,6 +169,24 @@ const outcomeOf = (exit: Exit.Exit<unknown, unknown>): Telemetry.CallOutcome => 
   return "defect"
 }
 
+const settle = (group: CommitGroup, exit: Exit.Exit<void, CommitError>) => {
+  group.exit = exit
+  for (const waiter of group.waiters) waiter(exit)
+  group.waiters.length = 0
+}
+
+/** Waits until `group` is durable (or failed). */
+const awaitGroup = (group: CommitGroup): Effect.Effect<void, CommitError> =>
+  group.exit !== undefined ? group.exit : Effect.callback<void, CommitError>((resume) => {
+    if (group.exit !== undefined) return resume(group.exit)
+    const waiter = (exit: Exit.Exit<void, CommitError>) => resume(exit)
+    group.waiters.push(waiter)
+    return Effect.sync(() => {
+      const index = group.waiters.indexOf(waiter)
+      if (index >= 0) group.waiters.splice(index, 1)
+    })
+  })
+
 /** Builds the runtime of one object type in the current scope. */
 export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, any> =>
   Effect.gen(function*() {
@@ -346,24 +364,6 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         return Effect.failCause(cause)
       })
     }
-
-    const settle = (group: CommitGroup, exit: Exit.Exit<void, CommitError>) => {
-      group.exit = exit
-      for (const waiter of group.waiters) waiter(exit)
-      group.waiters.length = 0
-    }
-
-    /** Waits until `group` is durable (or failed). */
-    const awaitGroup = (group: CommitGroup): Effect.Effect<void, CommitError> =>
-      group.exit !== undefined ? group.exit : Effect.callback<void, CommitError>((resume) => {
-        if (group.exit !== undefined) return resume(group.exit)
-        const waiter = (exit: Exit.Exit<void, CommitError>) => resume(exit)
-        group.waiters.push(waiter)
-        return Effect.sync(() => {
-          const index = group.waiters.indexOf(waiter)
-          if (index >= 0) group.waiters.splice(index, 1)
-        })
-      })
 
     /**
      * Commits the head group of `inst` and then the next ones, in order. A failed commit fails its group
