@@ -11,9 +11,10 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
+import { Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
 import { Migrator, SqlClient, type SqlError } from "effect/sql"
 import { AlarmClaimLost, StorageError, VersionConflict } from "./Errors.ts"
+import * as Batcher from "./internal/batcher.ts"
 import type { Scheduler, SchedulerOptions } from "./internal/scheduler.ts"
 import {
   type AlarmChanges,
@@ -46,6 +47,11 @@ export interface Options {
   readonly migrate?: boolean | undefined
   /** Options of the alarm scheduler the layer starts. */
   readonly alarms?: SchedulerOptions | undefined
+  /**
+   * The most write sets one transaction carries when commits queue up behind each other (write
+   * coalescing). Default 256; 1 turns coalescing off.
+   */
+  readonly maxBatch?: number | undefined
 }
 
 /**
@@ -239,6 +245,12 @@ const PgNotifications = Context.Service<{
   ) => Effect.Effect<Queue.Dequeue<{ readonly payload: string }, unknown>, unknown, Scope.Scope>
 }>("@effect/sql-pg/PgClient")
 
+const hasAlarmChanges = (write: WriteSet): boolean => {
+  const changes = write.alarms
+  return changes !== undefined &&
+    (changes.fired !== undefined || changes.removeAll || changes.remove.length > 0 || changes.put.length > 0)
+}
+
 const record = (operation: "load" | "save" | "delete", outcome: string, start: number) =>
   Effect.flatMap(
     Clock.currentTimeMillis,
@@ -396,22 +408,96 @@ export const make = (options?: Options): Effect.Effect<
         return 0
       }))
 
-    const commit = (write: WriteSet): Effect.Effect<number, StorageError | VersionConflict | AlarmClaimLost> => {
-      if (write.state === null) {
-        return instrument("delete", write, Effect.mapError(deleteObject(write), toStorageError("delete")))
-      }
+    /** One write set, on its own: a single statement when it only changes state, else one transaction. */
+    const commitOne = (write: WriteSet, now: number) => {
+      if (write.state === null) return deleteObject(write)
       const state = write.state
-      const changes = write.alarms
-      const hasAlarmChanges = changes !== undefined &&
-        (changes.fired !== undefined || changes.removeAll || changes.remove.length > 0 || changes.put.length > 0)
-      const save = Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        hasAlarmChanges
-          ? sql.withTransaction(
-            Effect.tap(writeState({ ...write, state }, now), () => applyAlarms(write, changes, now))
-          )
-          : writeState({ ...write, state }, now))
-      return instrument("save", write, Effect.mapError(save, toStorageError("save")))
+      return hasAlarmChanges(write)
+        ? sql.withTransaction(
+          Effect.tap(writeState({ ...write, state }, now), () => applyAlarms(write, write.alarms!, now))
+        )
+        : writeState({ ...write, state }, now)
     }
+
+    /**
+     * Fenced upserts of many state-only write sets in one statement (PostgreSQL). Returns the new version
+     * of each write that applied; the others met a different stored version.
+     */
+    const writeStates = (writes: ReadonlyArray<WriteSet & { readonly state: string }>, now: number) =>
+      Effect.map(
+        sql<{ object_type: string; object_id: string; version: number | string }>`WITH input AS (
+            SELECT * FROM (VALUES ${
+          sql.csv(writes.map((w) =>
+            sql`(${w.objectType}::text, ${w.objectId}::text, ${w.state}::jsonb, ${w.expectedVersion}::bigint)`
+          ))
+        }) AS input(object_type, object_id, state, expected)
+          ), updated AS (
+            UPDATE ${objects} AS o SET state = input.state, version = o.version + 1, updated_at = ${now}
+            FROM input
+            WHERE input.expected > 0 AND o.object_type = input.object_type AND o.object_id = input.object_id
+              AND o.version = input.expected
+            RETURNING o.object_type, o.object_id, o.version
+          ), inserted AS (
+            INSERT INTO ${objects} (object_type, object_id, state, version, created_at, updated_at)
+            SELECT object_type, object_id, state, 1, ${now}, ${now} FROM input WHERE expected = 0
+            ON CONFLICT (object_type, object_id) DO NOTHING
+            RETURNING object_type, object_id, version
+          )
+          SELECT object_type, object_id, version FROM updated
+          UNION ALL SELECT object_type, object_id, version FROM inserted`,
+        (rows) =>
+          new Map(rows.map((row) => [`${row.object_type}\u0000${row.object_id}`, Number(row.version)]))
+      )
+
+    /**
+     * A batch of write sets from different objects in one transaction. Each write keeps its own outcome:
+     * a version conflict or a lost alarm claim fails that write alone (a savepoint undoes its partial
+     * changes); an SQL error fails the whole batch.
+     */
+    const commitBatch = (writes: ReadonlyArray<WriteSet>) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        if (writes.length === 1) return Effect.map(Effect.exit(commitOne(writes[0]!, now)), (exit) => [exit])
+        return sql.withTransaction(Effect.gen(function*() {
+          const results: Array<Exit.Exit<number, SqlError.SqlError | VersionConflict | AlarmClaimLost>> = []
+          const simple: Array<number> = []
+          writes.forEach((write, i) => {
+            if (write.state !== null && !hasAlarmChanges(write)) simple.push(i)
+          })
+          if (isPg && simple.length > 1) {
+            const applied = yield* writeStates(
+              simple.map((i) => writes[i] as WriteSet & { readonly state: string }),
+              now
+            )
+            for (const i of simple) {
+              const write = writes[i]!
+              const version = applied.get(`${write.objectType}\u0000${write.objectId}`)
+              results[i] = version !== undefined ? Exit.succeed(version) : yield* Effect.exit(conflict(write))
+            }
+          }
+          for (let i = 0; i < writes.length; i++) {
+            if (results[i] !== undefined) continue
+            const write = writes[i]!
+            results[i] = yield* Effect.exit(
+              simple.includes(i) ? commitOne(write, now) : sql.withTransaction(commitOne(write, now))
+            )
+          }
+          return results
+        }))
+      }).pipe(
+        Effect.map((results) => results.map((exit) => Exit.mapError(exit, toStorageError("save")))),
+        Effect.mapError(toStorageError("save"))
+      )
+
+    const batcher = Batcher.make<WriteSet, number, StorageError | VersionConflict | AlarmClaimLost>({
+      key: (write) => `${write.objectType}\u0000${write.objectId}`,
+      maxBatch: options?.maxBatch ?? 256,
+      run: commitBatch,
+      interrupted: () =>
+        new StorageError({ operation: "save", detail: "interrupted while committing; the outcome is unknown" })
+    })
+
+    const commit = (write: WriteSet): Effect.Effect<number, StorageError | VersionConflict | AlarmClaimLost> =>
+      instrument(write.state === null ? "delete" : "save", write, batcher.submit(write))
 
     const load = (objectType: string, objectId: string): Effect.Effect<StoredObject | undefined, StorageError> =>
       instrument(

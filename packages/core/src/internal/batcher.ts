@@ -1,0 +1,141 @@
+/**
+ * Write coalescing across objects: while one batch is being committed, new writes queue, and the next batch
+ * takes them all (one write per key per batch, in arrival order). At low load a write goes out at once, so
+ * it waits for nothing; under load, many writes share one transaction and one fsync.
+ *
+ * There is no batching fiber: the first writer to find the batcher idle becomes the leader and commits
+ * batches on its own fiber until its own write is done, then hands the lead to the oldest waiting writer.
+ * A lone write therefore runs entirely in its caller's fiber and context (spans, SQL transformers).
+ *
+ * @internal
+ */
+import { Cause, Effect, Exit } from "effect"
+
+export interface Batcher<W, A, E> {
+  /** Queues `write`; completes with its own outcome once the batch holding it committed (or failed). */
+  readonly submit: (write: W) => Effect.Effect<A, E>
+}
+
+const LEAD: unique symbol = Symbol.for("@durable-object/core/internal/batcher/lead")
+
+interface Entry<W, A, E> {
+  readonly write: W
+  exit: Exit.Exit<A, E> | undefined
+  resume: ((signal: Exit.Exit<A, E> | typeof LEAD) => void) | undefined
+  sent: boolean
+  cancelled: boolean
+  leading: boolean
+}
+
+export const make = <W, A, E>(options: {
+  /** Writes with the same key never share a batch (the later waits for the next one). */
+  readonly key: (write: W) => string
+  readonly maxBatch: number
+  /** Commits a batch; returns one outcome per write, or fails the whole batch. */
+  readonly run: (batch: ReadonlyArray<W>) => Effect.Effect<ReadonlyArray<Exit.Exit<A, E>>, E>
+  /** The failure of the writes of a batch whose leader was interrupted mid-commit (outcome unknown). */
+  readonly interrupted: () => E
+}): Batcher<W, A, E> => {
+  let queue: Array<Entry<W, A, E>> = []
+  let running = false
+
+  const complete = (entry: Entry<W, A, E>, exit: Exit.Exit<A, E>) => {
+    entry.exit = exit
+    const resume = entry.resume
+    entry.resume = undefined
+    resume?.(exit)
+  }
+
+  const takeBatch = (): Array<Entry<W, A, E>> => {
+    const batch: Array<Entry<W, A, E>> = []
+    const keys = new Set<string>()
+    const rest: Array<Entry<W, A, E>> = []
+    for (const entry of queue) {
+      if (entry.cancelled) continue
+      const key = options.key(entry.write)
+      if (batch.length < options.maxBatch && !keys.has(key)) {
+        keys.add(key)
+        entry.sent = true
+        batch.push(entry)
+      } else {
+        rest.push(entry)
+      }
+    }
+    queue = rest
+    return batch
+  }
+
+  const handOver = () => {
+    const next = queue.find((entry) => !entry.cancelled && !entry.sent)
+    if (next === undefined) {
+      running = false
+      return
+    }
+    next.leading = true
+    const resume = next.resume
+    next.resume = undefined
+    resume?.(LEAD)
+  }
+
+  const runBatch = (batch: ReadonlyArray<Entry<W, A, E>>) =>
+    Effect.onExit(Effect.exit(options.run(batch.map((entry) => entry.write))), (exit) =>
+      Effect.sync(() => {
+        if (Exit.isSuccess(exit)) {
+          const outcome = exit.value
+          if (Exit.isSuccess(outcome)) batch.forEach((entry, i) => complete(entry, outcome.value[i]!))
+          else for (const entry of batch) complete(entry, Exit.failCause(outcome.cause))
+        } else {
+          // The leader was interrupted in the middle of a commit: nobody can know its outcome.
+          const failure = Exit.fail(options.interrupted())
+          for (const entry of batch) if (entry.exit === undefined) complete(entry, failure)
+        }
+      }))
+
+  const lead = (entry: Entry<W, A, E>): Effect.Effect<A, E> =>
+    Effect.gen(function*() {
+      while (entry.exit === undefined) {
+        const batch = takeBatch()
+        if (batch.length === 0) break
+        yield* runBatch(batch)
+      }
+      return entry.exit
+    }).pipe(
+      Effect.ensuring(Effect.sync(handOver)),
+      Effect.flatMap((exit) => exit ?? Effect.failCause(Cause.interrupt()))
+    )
+
+  const submit = (write: W): Effect.Effect<A, E> =>
+    Effect.suspend(() => {
+      const entry: Entry<W, A, E> = {
+        write,
+        exit: undefined,
+        resume: undefined,
+        sent: false,
+        cancelled: false,
+        leading: false
+      }
+      queue.push(entry)
+      if (!running) {
+        running = true
+        entry.leading = true
+        return lead(entry)
+      }
+      return Effect.flatMap(
+        Effect.callback<Exit.Exit<A, E> | typeof LEAD>((resume) => {
+          if (entry.exit !== undefined) return resume(Effect.succeed(entry.exit))
+          if (entry.leading) return resume(Effect.succeed(LEAD))
+          entry.resume = (signal) => resume(Effect.succeed(signal))
+          return Effect.sync(() => {
+            entry.resume = undefined
+            if (entry.sent) return
+            entry.cancelled = true
+            // A writer handed the lead but interrupted before taking it passes it on.
+            if (entry.leading) handOver()
+          })
+        }),
+        (signal) => (signal === LEAD ? lead(entry) : signal)
+      )
+    })
+
+  return { submit }
+}
