@@ -16,6 +16,7 @@ import { Migrator, SqlClient, type SqlError } from "effect/sql"
 import { AlarmClaimLost, StorageError, VersionConflict } from "./Errors.ts"
 import * as Batcher from "./internal/batcher.ts"
 import type { Scheduler, SchedulerOptions } from "./internal/scheduler.ts"
+import { span } from "./internal/span.ts"
 import {
   type AlarmChanges,
   type AlarmRecord,
@@ -266,11 +267,9 @@ const instrument = <A, E extends { readonly _tag: string }>(
     effect.pipe(
       Effect.tap(() => record(operation, "success", start)),
       Effect.tapError((e) => record(operation, e._tag === "VersionConflict" ? "conflict" : "error", start)),
-      Effect.withSpan(Telemetry.spanStorage[operation], {
-        attributes: {
-          [Telemetry.attributes.objectType]: write.objectType,
-          [Telemetry.attributes.objectId]: write.objectId
-        }
+      span(Telemetry.spanStorage[operation], {
+        [Telemetry.attributes.objectType]: write.objectType,
+        [Telemetry.attributes.objectId]: write.objectId
       })
     ))
 

@@ -4,7 +4,7 @@
  *
  * @internal
  */
-import { Cause, Clock, Context, DateTime, Effect, Exit, Latch, Metric, Schema } from "effect"
+import { Cause, Clock, Context, DateTime, Effect, Exit, Fiber, Latch, Metric, Schema } from "effect"
 import { type AlarmInfo, retryDelayMillis, type When } from "../Alarms.ts"
 import type { AnyAlarmHandler, AnyDefinition, AnyHandler, Status } from "../DurableObject.ts"
 import {
@@ -38,6 +38,7 @@ import {
 } from "./context.ts"
 import * as Mailbox from "./mailbox.ts"
 import { Scheduler } from "./scheduler.ts"
+import { span } from "./span.ts"
 
 /** @internal */
 export const RuntimeTypeId = "~@durable-object/core/Runtime" as const
@@ -65,6 +66,8 @@ type InstanceStatus = "unloaded" | "active" | "hibernated" | "stopped"
 interface Instance extends Mailbox.Mailbox {
   readonly id: string
   readonly chainKey: string
+  /** The call chain of a handler of this object called from outside any handler. */
+  readonly selfChain: ReadonlyArray<string>
   status: InstanceStatus
   /** The committed state, decoded (only while active). */
   state: unknown
@@ -259,9 +262,11 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     const instanceFor = (id: string): Instance => {
       let inst = objects.get(id)
       if (inst === undefined) {
+        const chainKey = `${objectType}/${id}`
         inst = {
           id,
-          chainKey: `${objectType}/${id}`,
+          chainKey,
+          selfChain: [chainKey],
           status: "unloaded",
           state: undefined,
           json: "",
@@ -338,32 +343,48 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
      * Runs user code with the declared services and the call chain, turning defects into `HandlerDefect`.
      * Interruptions pass through untouched.
      */
+    /** Gives user code the declared services and the call chain (for `ReentrantCall`). */
+    const provideUser = <A, E>(
+      inst: Instance,
+      chain: ReadonlyArray<string>,
+      effect: Effect.Effect<A, E, unknown>
+    ): Effect.Effect<A, E> => {
+      const nextChain = chain.length === 0 ? inst.selfChain : [...chain, inst.chainKey]
+      return Effect.updateContext(effect as Effect.Effect<A, E>, (context: Context.Context<never>) => {
+        const withChain = Context.add(context, CallChain, nextChain)
+        return services === undefined ? withChain : Context.merge(withChain, services)
+      })
+    }
+
+    /** A failure of user code as the caller sees it: defects become `HandlerDefect`; the rest passes. */
+    const userFailure = <E>(
+      inst: Instance,
+      handler: string,
+      cause: Cause.Cause<E>
+    ): Effect.Effect<never, E | HandlerDefect> =>
+      Cause.hasDies(cause) && !Cause.hasInterruptsOnly(cause)
+        ? Effect.fail(
+          new HandlerDefect({
+            objectType,
+            objectId: inst.id,
+            handler,
+            defect: Cause.squash(cause),
+            pretty: Cause.pretty(cause)
+          })
+        )
+        : Effect.failCause(cause)
+
+    /**
+     * Runs user code with the declared services and the call chain, turning defects into `HandlerDefect`.
+     * Interruptions pass through untouched.
+     */
     const runUser = <A, E>(
       inst: Instance,
       handler: string,
       chain: ReadonlyArray<string>,
       effect: Effect.Effect<A, E, unknown>
-    ): Effect.Effect<A, E | HandlerDefect> => {
-      const nextChain = [...chain, inst.chainKey]
-      const provided = Effect.updateContext(effect as Effect.Effect<A, E>, (context: Context.Context<never>) => {
-        const withChain = Context.add(context, CallChain, nextChain)
-        return services === undefined ? withChain : Context.merge(withChain, services)
-      })
-      return Effect.catchCause(provided, (cause): Effect.Effect<never, E | HandlerDefect> => {
-        if (Cause.hasDies(cause) && !Cause.hasInterruptsOnly(cause)) {
-          return Effect.fail(
-            new HandlerDefect({
-              objectType,
-              objectId: inst.id,
-              handler,
-              defect: Cause.squash(cause),
-              pretty: Cause.pretty(cause)
-            })
-          )
-        }
-        return Effect.failCause(cause)
-      })
-    }
+    ): Effect.Effect<A, E | HandlerDefect> =>
+      Effect.catchCause(provideUser(inst, chain, effect), (cause) => userFailure(inst, handler, cause))
 
     /**
      * Commits the head group of `inst` and then the next ones, in order. A failed commit fails its group
@@ -555,8 +576,9 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           )
         }
       }).pipe(
-        Effect.withSpan(Telemetry.spanActivate, {
-          attributes: { [Telemetry.attributes.objectType]: objectType, [Telemetry.attributes.objectId]: inst.id }
+        span(Telemetry.spanActivate, {
+          [Telemetry.attributes.objectType]: objectType,
+          [Telemetry.attributes.objectId]: inst.id
         })
       )
 
@@ -630,31 +652,129 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
               return yield* ran
             }
             const [reply, cell] = ran.value as readonly [A, Cell]
-            const staged: Exit.Exit<CommitGroup | undefined, CommitError | HandlerDefect> =
-              inst.epoch !== epoch || inst.status !== "active"
-                // An earlier commit failed while this ran: the state it saw was speculative and is gone.
-                ? Exit.fail(
-                  inst.rollback?.epoch === epoch
-                    ? inst.rollback.error
-                    : new StorageError({ operation: "commit", detail: "the object was reloaded while the call ran" })
-                )
-                : yield* Effect.exit(stage(inst, label, cell))
-            releaseLock(inst)
-            if (inst.status !== "active") yield* reportLoaded
-            if (Exit.isFailure(staged)) return yield* staged
-            if (staged.value !== undefined) yield* restore(awaitGroup(staged.value))
-            return reply
+            return yield* finishRun(inst, label, epoch, cell, reply, restore)
           }
         })
       )
 
-    const execute = (id: string, handler: Prepared, payload: unknown): Effect.Effect<unknown, unknown> =>
-      Effect.gen(function*() {
-        const chain = yield* CallChain
-        if (chain.includes(`${objectType}/${id}`)) {
-          return yield* new ReentrantCall({ objectType, objectId: id, handler: handler.name, chain: [...chain] })
+    /**
+     * With the lock held (and the object active): stages what a successful run left in `cell`, releases
+     * the lock, and releases the reply once what it depends on is durable (the output gate).
+     */
+    const finishRun = <A>(
+      inst: Instance,
+      label: string,
+      epoch: number,
+      cell: Cell,
+      reply: A,
+      restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
+    ): Effect.Effect<A, CommitError | HandlerDefect> => {
+      const staged:
+        | Exit.Exit<CommitGroup | undefined, CommitError | HandlerDefect>
+        | Effect.Effect<
+          CommitGroup | undefined,
+          HandlerDefect
+        > = inst.epoch !== epoch || inst.status !== "active"
+          // An earlier commit failed while this ran: the state it saw was speculative and is gone.
+          ? Exit.fail(
+            inst.rollback?.epoch === epoch
+              ? inst.rollback.error
+              : new StorageError({ operation: "commit", detail: "the object was reloaded while the call ran" })
+          )
+          : stage(inst, label, cell)
+      return Effect.flatMap(Effect.exit(staged), (exit): Effect.Effect<A, CommitError | HandlerDefect> => {
+        releaseLock(inst)
+        const report = inst.status === "active" ? Effect.void : reportLoaded
+        if (Exit.isFailure(exit)) return Effect.andThen(report, Effect.failCause(exit.cause))
+        const group = exit.value
+        return Effect.andThen(
+          report,
+          group === undefined ? Effect.succeed(reply) : restore(Effect.as(awaitGroup(group), reply))
+        )
+      })
+    }
+
+    /**
+     * The fast path of a call to an active object whose lock is free: no waiting, no activation. The
+     * handler runs in a child fiber started on the spot, so a handler that finishes without suspending
+     * (the usual case) costs no timer; one that suspends is raced against the call timeout.
+     */
+    const fastCall = (
+      inst: Instance,
+      handler: Prepared,
+      payload: unknown,
+      chain: ReadonlyArray<string>
+    ): Effect.Effect<unknown, unknown> =>
+      Effect.uninterruptibleMask((restore) => {
+        const epoch = inst.epoch
+        const cell = makeCell(inst.state)
+        const user = provideUser(
+          inst,
+          chain,
+          Effect.suspend(() => handler.spec.handle(payload, makeContext(inst.id, cell)))
+        )
+        const finish = (exit: Exit.Exit<unknown, unknown>): Effect.Effect<unknown, unknown> => {
+          if (Exit.isFailure(exit)) {
+            releaseLock(inst)
+            return userFailure(inst, handler.name, exit.cause)
+          }
+          return finishRun(inst, handler.name, epoch, cell, exit.value, restore)
         }
-        return yield* exclusive(id, handler.name, options.mailboxCapacity, chain, (inst) => {
+        return Effect.flatMap(Effect.forkChild(user, { startImmediately: true }), (child) => {
+          const done = child.pollUnsafe()
+          if (done !== undefined) return finish(done)
+          const awaitChild = Number.isFinite(options.callTimeoutMillis)
+            ? Effect.timeoutOrElse(Fiber.await(child), {
+              duration: options.callTimeoutMillis,
+              orElse: () =>
+                Effect.as(
+                  Fiber.interrupt(child),
+                  Exit.fail(
+                    new CallTimeout({
+                      objectType,
+                      objectId: inst.id,
+                      handler: handler.name,
+                      timeoutMillis: options.callTimeoutMillis
+                    })
+                  )
+                )
+            })
+            : Fiber.await(child)
+          return Effect.flatMap(Effect.exit(restore(awaitChild)), (awaited) => {
+            if (Exit.isSuccess(awaited)) {
+              const exit = awaited.value as Exit.Exit<unknown, unknown>
+              // A timeout is the call's failure, not the handler's: it changes nothing and is no defect.
+              if (Exit.isFailure(exit) && (Cause.findError(exit.cause) as any).success instanceof CallTimeout) {
+                releaseLock(inst)
+                return exit
+              }
+              return finish(exit)
+            }
+            // The caller was interrupted while the handler ran: stop the handler, write nothing.
+            return Effect.andThen(
+              Fiber.interrupt(child),
+              Effect.suspend(() => {
+                releaseLock(inst)
+                return awaited
+              })
+            )
+          })
+        })
+      })
+
+    const execute = (id: string, handler: Prepared, payload: unknown): Effect.Effect<unknown, unknown> =>
+      Effect.flatMap(CallChain, (chain: ReadonlyArray<string>) => {
+        if (chain.length > 0 && chain.includes(`${objectType}/${id}`)) {
+          return Effect.fail(new ReentrantCall({ objectType, objectId: id, handler: handler.name, chain: [...chain] }))
+        }
+        const inst = objects.get(id)
+        if (
+          !closing && inst !== undefined && inst.status === "active" && inst.commits.length < maxPendingCommits &&
+          Mailbox.tryAcquire(inst)
+        ) {
+          return fastCall(inst, handler, payload, chain)
+        }
+        return exclusive(id, handler.name, options.mailboxCapacity, chain, (inst) => {
           const cell = makeCell(inst.state)
           return runUser(
             inst,
@@ -663,21 +783,18 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
             Effect.suspend(() => handler.spec.handle(payload, makeContext(inst.id, cell)))
           ).pipe(Effect.map((reply) => [reply, cell] as const))
         })
-      }).pipe(
-        Effect.onExit((exit) => Metric.update(handler.outcomes[outcomeOf(exit)], 1)),
-        Effect.withSpan(Telemetry.spanCall, {
-          attributes: { ...handler.attributes, [Telemetry.attributes.objectId]: id }
-        })
-      )
+      })
 
-    const timed = <A, E>(handler: Prepared, effect: Effect.Effect<A, E>) =>
+    /** Records a call's outcome and duration, inside its span. */
+    const instrumented = (handler: Prepared, id: string, effect: Effect.Effect<unknown, unknown>) =>
       Effect.suspend(() => {
         const start = clock.currentTimeMillisUnsafe()
-        return Effect.onExit(
-          effect,
-          () => Metric.update(handler.duration, clock.currentTimeMillisUnsafe() - start)
-        )
-      })
+        return Effect.onExit(effect, (exit) =>
+          Effect.andThen(
+            Metric.update(handler.outcomes[outcomeOf(exit)], 1),
+            Metric.update(handler.duration, clock.currentTimeMillisUnsafe() - start)
+          ))
+      }).pipe(span(Telemetry.spanCall, { ...handler.attributes, [Telemetry.attributes.objectId]: id }))
 
     const prepareCall = (id: string, name: string, input: unknown, encoded: boolean) => {
       const handler = prepared.get(name)
@@ -702,7 +819,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         }
         payload = decoded.value
       }
-      return timed(handler, execute(id, handler, payload)).pipe(
+      return instrumented(handler, id, execute(id, handler, payload)).pipe(
         encoded && handler.encodeSuccess !== undefined
           ? Effect.flatMap((reply) => {
             const out = handler.encodeSuccess!(reply)
@@ -800,13 +917,11 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           reason
         )
       }).pipe(
-        Effect.withSpan(Telemetry.spanAlarm, {
-          attributes: {
-            [Telemetry.attributes.objectType]: objectType,
-            [Telemetry.attributes.objectId]: alarm.objectId,
-            "durable_object.alarm": alarm.name,
-            "durable_object.alarm.attempt": alarm.attempts
-          }
+        span(Telemetry.spanAlarm, {
+          [Telemetry.attributes.objectType]: objectType,
+          [Telemetry.attributes.objectId]: alarm.objectId,
+          "durable_object.alarm": alarm.name,
+          "durable_object.alarm.attempt": alarm.attempts
         })
       )
 
@@ -900,8 +1015,9 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         }
       }).pipe(
         Effect.ensuring(Effect.sync(() => markStopped(inst))),
-        Effect.withSpan(Telemetry.spanShutdown, {
-          attributes: { [Telemetry.attributes.objectType]: objectType, [Telemetry.attributes.objectId]: inst.id }
+        span(Telemetry.spanShutdown, {
+          [Telemetry.attributes.objectType]: objectType,
+          [Telemetry.attributes.objectId]: inst.id
         })
       )
 
