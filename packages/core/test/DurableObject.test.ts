@@ -1,6 +1,6 @@
 import { Alarms, DurableObject, DurableObjectTest, Errors, Storage, Telemetry } from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Layer, Metric, Schema, Tracer } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, Metric, Schema, Scope, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import {
   Counter,
@@ -308,6 +308,27 @@ describe("DurableObject", () => {
           assert.strictEqual(yield* Fiber.join(read), 5)
           assert.strictEqual(yield* Fiber.join(write), 5)
         }).pipe(Effect.provide(Counter.layer.pipe(Layer.provideMerge(gated.layer), Layer.provide(journalLayer()))))
+      }))
+
+    it.effect("closing the runtime lets in-flight commits finish before objects stop", () =>
+      Effect.gen(function*() {
+        const gated = yield* gatedStorage
+        const scope = yield* Scope.make()
+        const context = yield* Layer.buildWithScope(
+          Counter.layer.pipe(Layer.provideMerge(gated.layer), Layer.provide(journalLayer())),
+          scope
+        )
+        const call = yield* Effect.forkChild(
+          Counter.client("closing").increment({ amount: 7 }).pipe(Effect.provide(context))
+        )
+        yield* settle
+        const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+        yield* settle
+        assert.isUndefined(closing.pollUnsafe(), "the runtime waits for the commit")
+        gated.pending.shift()!.release(false)
+        yield* Fiber.join(closing)
+        assert.strictEqual(yield* Fiber.join(call), 7)
+        assert.strictEqual(JSON.parse((yield* gated.memory.load("Counter", "closing"))!.state).count, 7)
       }))
 
     it.effect("when an in-flight commit fails, every call that saw its state fails too and the object reverts", () =>

@@ -4,7 +4,7 @@
  *
  * @internal
  */
-import { Cause, Clock, Context, DateTime, Effect, Exit, Fiber, Latch, Metric, Schema } from "effect"
+import { Cause, Clock, Context, DateTime, Effect, Exit, Fiber, Latch, Metric, Schema, Scope } from "effect"
 import { type AlarmInfo, retryDelayMillis, type When } from "../Alarms.ts"
 import type { AnyAlarmHandler, AnyDefinition, AnyHandler, Status } from "../DurableObject.ts"
 import {
@@ -195,7 +195,9 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
   Effect.gen(function*() {
     const storage = yield* Storage
     const scheduler = yield* Scheduler
-    const runtimeScope = yield* Effect.scope
+    // Commits run in a scope that closes after the graceful stop below (finalizers run in reverse order),
+    // so stopping the runtime lets in-flight commits finish instead of interrupting them.
+    const runtimeScope = yield* Scope.fork(yield* Effect.scope)
     const clock = yield* Clock.Clock
     const fullContext = yield* Effect.context<never>()
     const services: Context.Context<never> | undefined = def.services.length === 0
@@ -438,10 +440,23 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           for (const g of failed) settle(g, exit)
           return yield* reportLoaded
         }
-      }).pipe(Effect.ensuring(Effect.sync(() => {
-        // Settling waiters may have started the next drain already; leave that one alone.
-        if (inst.draining === token) inst.draining = undefined
-      })))
+      }).pipe(
+        Effect.onInterrupt(() =>
+          Effect.sync(() => {
+            // Stopped mid-commit (the runtime is going away): nobody can know the outcome any more.
+            if (inst.draining !== token) return
+            const abandoned = inst.commits.splice(0)
+            unload(inst)
+            inst.draining = undefined
+            const error = new StorageError({ operation: "commit", detail: "interrupted; the outcome is unknown" })
+            for (const g of abandoned) settle(g, Exit.fail(error))
+          })
+        ),
+        Effect.ensuring(Effect.sync(() => {
+          // Settling waiters may have started the next drain already; leave that one alone.
+          if (inst.draining === token) inst.draining = undefined
+        }))
+      )
 
     /**
      * Stages what user code left in `cell` (state and alarm changes, and the removal of a fired alarm) as a
