@@ -684,6 +684,15 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       reply: A,
       restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
     ): Effect.Effect<A, CommitError | HandlerDefect> => {
+      if (
+        cell.state === inst.state && cell.alarms === undefined && cell.fired === undefined &&
+        inst.epoch === epoch && inst.status === "active"
+      ) {
+        // Nothing changed: the reply only waits for the commits whose state it saw.
+        releaseLock(inst)
+        const last = inst.commits.at(-1)
+        return last === undefined ? Effect.succeed(reply) : restore(Effect.as(awaitGroup(last), reply))
+      }
       const staged:
         | Exit.Exit<CommitGroup | undefined, CommitError | HandlerDefect>
         | Effect.Effect<
