@@ -264,16 +264,24 @@ const suite = (backend: Backend) =>
           )
         const [a, b] = yield* Effect.all([hammer(first), hammer(second)], { concurrency: 2 })
         const exits = [...a, ...b]
-        const acknowledged = exits.flatMap((exit) => (Exit.isSuccess(exit) ? [exit.value] : []))
+        const acknowledged: Array<number> = exits.flatMap((exit) => (Exit.isSuccess(exit) ? [exit.value] : []))
         const tags = exits.flatMap((exit) => (Exit.isSuccess(exit) ? [] : [failureTag(exit)]))
         const conflicts = tags.filter((tag) => tag === "VersionConflict").length
+        const acksOf = (exits: ReadonlyArray<Exit.Exit<number, unknown>>) => exits.filter(Exit.isSuccess).length
         console.log(
-          `${backend.name}: two runtimes, ${exits.length} increments: ${acknowledged.length} acknowledged, ${conflicts} VersionConflict`
+          `${backend.name}: two runtimes, ${exits.length} increments: ${acknowledged.length} acknowledged ` +
+            `(${acksOf(a)} + ${acksOf(b)}), ${conflicts} VersionConflict`
         )
         assert.deepStrictEqual(tags.filter((tag) => tag !== "VersionConflict"), [], "only VersionConflict may fail")
         assert.isAbove(conflicts, 0, "the runtimes did contend")
-        assert.isAbove(a.filter(Exit.isSuccess).length, 0)
-        assert.isAbove(b.filter(Exit.isSuccess).length, 0)
+        // Fencing promises safety, not fairness: under constant contention one runtime may lose every race.
+        assert.isAbove(acknowledged.length, 0)
+        // Once the contention is over, both runtimes work again: a stale one conflicts once, reloads, and succeeds.
+        const increment = Counter.client("contended").increment({ amount: 1 }).pipe(
+          Effect.retry({ times: 1, while: (error) => error._tag === "VersionConflict" })
+        )
+        acknowledged.push(yield* increment.pipe(Effect.provideContext(first)))
+        acknowledged.push(yield* increment.pipe(Effect.provideContext(second)))
 
         // Every acknowledged increment returned a distinct count: none applied twice, none built on a lost one.
         assert.deepStrictEqual(
