@@ -814,10 +814,12 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       Effect.suspend(() => {
         const start = clock.currentTimeMillisUnsafe()
         return Effect.onExit(effect, (exit) =>
-          Effect.andThen(
-            Metric.update(handler.outcomes[outcomeOf(exit)], 1),
-            Metric.update(handler.duration, clock.currentTimeMillisUnsafe() - start)
-          ))
+          Effect.contextWith((context: Context.Context<never>) => {
+            // One synchronous step instead of two metric effects: this runs on every call.
+            handler.outcomes[outcomeOf(exit)].updateUnsafe(1, context)
+            handler.duration.updateUnsafe(clock.currentTimeMillisUnsafe() - start, context)
+            return Effect.void
+          }))
       }).pipe(span(Telemetry.spanCall, { ...handler.attributes, [Telemetry.attributes.objectId]: id }))
 
     const prepareCall = (id: string, name: string, input: unknown, encoded: boolean) => {
