@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
+import { Cause, Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
 import { Migrator, SqlClient, type SqlError } from "effect/sql"
 import { AlarmClaimLost, StorageError, VersionConflict } from "./Errors.ts"
 import * as Batcher from "./internal/batcher.ts"
@@ -246,6 +246,14 @@ const PgNotifications = Context.Service<{
   ) => Effect.Effect<Queue.Dequeue<{ readonly payload: string }, unknown>, unknown, Scope.Scope>
 }>("@effect/sql-pg/PgClient")
 
+/** Whether a write failed only because its fence or alarm claim did not hold (nothing was written). */
+const isLogicalFailure = (cause: Cause.Cause<unknown>): boolean => {
+  const error = Cause.findError(cause)
+  if (error._tag !== "Success") return false
+  const tag = (error.success as { readonly _tag?: unknown })._tag
+  return tag === "VersionConflict" || tag === "AlarmClaimLost"
+}
+
 const hasAlarmChanges = (write: WriteSet): boolean => {
   const changes = write.alarms
   return changes !== undefined &&
@@ -476,9 +484,14 @@ export const make = (options?: Options): Effect.Effect<
           for (let i = 0; i < writes.length; i++) {
             if (results[i] !== undefined) continue
             const write = writes[i]!
-            results[i] = yield* Effect.exit(
+            const exit = yield* Effect.exit(
               simple.includes(i) ? commitOne(write, now) : sql.withTransaction(commitOne(write, now))
             )
+            // A version conflict or a lost claim is this write's own outcome. An SQL error is not: on
+            // PostgreSQL it aborts the whole transaction (whose COMMIT then silently rolls back), so the
+            // whole batch must fail, or writes reported as committed would be lost.
+            if (Exit.isFailure(exit) && !isLogicalFailure(exit.cause)) return yield* Effect.failCause(exit.cause)
+            results[i] = exit
           }
           return results
         }))

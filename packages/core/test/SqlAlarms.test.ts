@@ -2,8 +2,8 @@ import { Alarms, DurableObject, DurableObjectTest, SqlStorage, Storage } from "@
 import { PgClient } from "@effect/sql-pg"
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Layer, Redacted, Schema } from "effect"
-import type { SqlClient } from "effect/sql"
 import { inject } from "vitest"
+import { backends, type TestDatabase } from "./backends.ts"
 import { Reminders } from "./fixtures.ts"
 
 /** Records when each alarm ran relative to its due time. */
@@ -29,40 +29,27 @@ const Lateness = DurableObject.defineObject({
   }
 })
 
-interface Backend {
-  readonly name: string
-  /** A fresh client on the backend's shared test database (a new pool/connection each build). */
-  readonly client: () => Layer.Layer<SqlClient.SqlClient, unknown>
-}
-
-const backends: Array<Backend> = [
-  {
-    name: "PostgreSQL",
-    client: () => PgClient.layer({ url: Redacted.make(inject("postgresUrl")), maxConnections: 8 })
-  }
-]
-
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? NaN
 
-const storage = (backend: Backend, tablePrefix: string) =>
-  SqlStorage.layer({ tablePrefix, alarms: { pollInterval: "100 millis", leaseDuration: "10 seconds" } }).pipe(
-    Layer.provide(backend.client())
+/** `SqlStorage` (with a quick-polling scheduler) on the test's database, over new connections. */
+const storage = (db: TestDatabase) =>
+  SqlStorage.layer({ ...db.options, alarms: { pollInterval: "100 millis", leaseDuration: "10 seconds" } }).pipe(
+    Layer.provide(db.client())
   )
 
-const runtimeOn = (backend: Backend) => <D extends DurableObject.AnyDefinition>(definition: D, tablePrefix: string) =>
-  definition.layer.pipe(Layer.provideMerge(storage(backend, tablePrefix))) as Layer.Layer<
+const runtime = <D extends DurableObject.AnyDefinition>(definition: D, db: TestDatabase) =>
+  definition.layer.pipe(Layer.provideMerge(storage(db))) as Layer.Layer<
     DurableObject.Runtime<D["name"]> | import("@durable-object/core").Storage.Storage,
     unknown
   >
 
 for (const backend of backends) {
   describe(`Alarms on ${backend.name}`, () => {
-    const runtime = runtimeOn(backend)
     it.live("an alarm survives a restart of the runtime and fires when the runtime is back", () =>
       Effect.gen(function*() {
-        const prefix = `restart_${Date.now() % 100000}_`
-        yield* Reminders.client("r1").ping({ inMillis: 300 }).pipe(Effect.provide(runtime(Reminders, prefix)))
+        const db = yield* backend.database
+        yield* Reminders.client("r1").ping({ inMillis: 300 }).pipe(Effect.provide(runtime(Reminders, db)))
         // the first runtime is gone before the alarm is due
         yield* Effect.sleep("500 millis")
         const fired = yield* Effect.gen(function*() {
@@ -72,7 +59,7 @@ for (const backend of backends) {
             yield* Effect.sleep("100 millis")
           }
           return []
-        }).pipe(Effect.provide(runtime(Reminders, prefix)))
+        }).pipe(Effect.provide(runtime(Reminders, db)))
         assert.deepStrictEqual(fired, ["ping"])
       }))
 
@@ -80,10 +67,10 @@ for (const backend of backends) {
       "two runtimes on one database fire each of 1,000 alarms exactly once in effect",
       () =>
         Effect.gen(function*() {
-          const prefix = `twice_${Date.now() % 100000}_`
+          const db = yield* backend.database
           const ids = Array.from({ length: 1000 }, (_, i) => `o${i}`)
-          const a = yield* Layer.build(runtime(Reminders, prefix))
-          const b = yield* Layer.build(runtime(Reminders, prefix))
+          const a = yield* Layer.build(runtime(Reminders, db))
+          const b = yield* Layer.build(runtime(Reminders, db))
           yield* Effect.forEach(
             ids,
             (id, i) =>
@@ -112,32 +99,37 @@ for (const backend of backends) {
       60_000
     )
 
-    it.live("near alarms fire within milliseconds of their time (lateness is measured and reported)", () => {
-      const prefix = `late_${Date.now() % 100000}_`
-      return Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        const ids = Array.from({ length: 300 }, (_, i) => `l${i}`)
-        yield* Effect.forEach(
-          ids,
-          (id) => Lateness.client(id).at({ at: now + 500 + Math.floor(Math.random() * 2000) }),
-          { concurrency: 30, discard: true }
-        )
-        yield* Effect.sleep("3 seconds")
-        const lateness: Array<number> = []
-        for (let round = 0; round < 50 && lateness.length < ids.length; round++) {
-          lateness.length = 0
-          for (const id of ids) lateness.push(...(yield* Lateness.client(id).read()))
-          if (lateness.length < ids.length) yield* Effect.sleep("200 millis")
-        }
-        const sorted = lateness.toSorted((x, y) => x - y)
-        console.log(
-          `[${backend.name}] alarm lateness over ${sorted.length} alarms: p50 ${percentile(sorted, 0.5)} ms, p99 ${
-            percentile(sorted, 0.99)
-          } ms, max ${sorted.at(-1)} ms`
-        )
-        assert.strictEqual(sorted.length, ids.length)
-      }).pipe(Effect.provide(runtime(Lateness, prefix)))
-    }, 30_000)
+    it.live(
+      "near alarms fire within milliseconds of their time (lateness is measured and reported)",
+      () =>
+        Effect.gen(function*() {
+          const db = yield* backend.database
+          yield* Effect.gen(function*() {
+            const now = yield* Clock.currentTimeMillis
+            const ids = Array.from({ length: 300 }, (_, i) => `l${i}`)
+            yield* Effect.forEach(
+              ids,
+              (id) => Lateness.client(id).at({ at: now + 500 + Math.floor(Math.random() * 2000) }),
+              { concurrency: 30, discard: true }
+            )
+            yield* Effect.sleep("3 seconds")
+            const lateness: Array<number> = []
+            for (let round = 0; round < 50 && lateness.length < ids.length; round++) {
+              lateness.length = 0
+              for (const id of ids) lateness.push(...(yield* Lateness.client(id).read()))
+              if (lateness.length < ids.length) yield* Effect.sleep("200 millis")
+            }
+            const sorted = lateness.toSorted((x, y) => x - y)
+            console.log(
+              `[${backend.name}] alarm lateness over ${sorted.length} alarms: p50 ${percentile(sorted, 0.5)} ms, p99 ${
+                percentile(sorted, 0.99)
+              } ms, max ${sorted.at(-1)} ms`
+            )
+            assert.strictEqual(sorted.length, ids.length)
+          }).pipe(Effect.provide(runtime(Lateness, db)))
+        }),
+      30_000
+    )
   })
 }
 
