@@ -6,6 +6,16 @@ import { describe, expectTypeOf, it } from "@effect/vitest"
 import { Effect, Layer, Schema } from "effect"
 import { Counter, Journal, LimitExceeded, Reminders } from "./fixtures.ts"
 
+/** Only compiled, never run. */
+const notRun = () => {
+  // @ts-expect-error amount must be a number
+  Counter.client("a").increment({ amount: "1" })
+  // @ts-expect-error get takes no payload
+  Counter.client("a").get({ amount: 1 })
+  // @ts-expect-error there is no such handler
+  Counter.client("a").explode()
+}
+
 describe("types", () => {
   it("a call needs the object's runtime: forgetting its layer is a type error where the program runs", () => {
     const call = Counter.client("a").increment({ amount: 1 })
@@ -35,15 +45,6 @@ describe("types", () => {
   })
 
   it("payloads, replies and errors are typed from the schemas", () => {
-    // Only compiled, never run.
-    const notRun = () => {
-      // @ts-expect-error amount must be a number
-      Counter.client("a").increment({ amount: "1" })
-      // @ts-expect-error get takes no payload
-      Counter.client("a").get({ amount: 1 })
-      // @ts-expect-error there is no such handler
-      Counter.client("a").explode()
-    }
     expectTypeOf(notRun).toBeFunction()
     expectTypeOf(Counter.client("a").get()).toEqualTypeOf<
       Effect.Effect<number, DurableObject.CallError, DurableObject.Runtime<"Counter">>
