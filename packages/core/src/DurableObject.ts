@@ -35,15 +35,9 @@
 import { Context, Duration, Effect, Layer, Schema } from "effect"
 import type { AlarmInfo, AlarmsAccess, FiredAlarm, RetryPolicy, When } from "./Alarms.ts"
 import type {
-  CallTimeout,
   DurableObjectError,
   HandlerDefect,
   InvalidObjectId,
-  InvalidPayload,
-  ObjectOverloaded,
-  ReentrantCall,
-  RuntimeShutdown,
-  StateDecodeError,
   StorageError,
   UnknownHandler,
   VersionConflict
@@ -234,22 +228,13 @@ export interface Runtime<Name extends string> {
 export type Status = "active" | "hibernated" | "stopped"
 
 /**
- * Errors any call can fail with, besides the handler's own.
+ * Errors any typed call can fail with, besides the handler's own: every runtime error but `UnknownHandler`
+ * (a typed call names a handler that exists).
  *
  * @since 0.1.0
  * @category models
  */
-export type CallError =
-  | InvalidObjectId
-  | InvalidPayload
-  | StateDecodeError
-  | HandlerDefect
-  | ObjectOverloaded
-  | CallTimeout
-  | ReentrantCall
-  | StorageError
-  | VersionConflict
-  | RuntimeShutdown
+export type CallError = Exclude<DurableObjectError, UnknownHandler>
 
 /**
  * The typed client of one object: one method per handler.
