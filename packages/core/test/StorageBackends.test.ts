@@ -267,7 +267,6 @@ const suite = (backend: Backend) =>
         const acknowledged: Array<number> = exits.flatMap((exit) => (Exit.isSuccess(exit) ? [exit.value] : []))
         const tags = exits.flatMap((exit) => (Exit.isSuccess(exit) ? [] : [failureTag(exit)]))
         const conflicts = tags.filter((tag) => tag === "VersionConflict").length
-        const acksOf = (exits: ReadonlyArray<Exit.Exit<number, unknown>>) => exits.filter(Exit.isSuccess).length
         console.log(
           `${backend.name}: two runtimes, ${exits.length} increments: ${acknowledged.length} acknowledged ` +
             `(${acksOf(a)} + ${acksOf(b)}), ${conflicts} VersionConflict`
@@ -540,5 +539,7 @@ const suite = (backend: Backend) =>
         }).pipe(Effect.provide(runtime(V2.layer)))
       }))
   })
+
+const acksOf = (exits: ReadonlyArray<Exit.Exit<number, unknown>>) => exits.filter(Exit.isSuccess).length
 
 for (const backend of backends) suite(backend)
