@@ -2,6 +2,6 @@
 // vitest.config.ts passes the list to `test.projects`.
 export default [
   // "packages/sql-sqlite-node" joins when it has tests
-  "packages/core"
-  // "packages/examples" joins when it has tests
+  "packages/core",
+  "packages/examples"
 ]

@@ -3,7 +3,9 @@ import { defineProject } from "vitest/config"
 export default defineProject({
   test: {
     name: "examples",
-    include: ["test/**/*.test.ts"],
+    // The demo's smoke test, and the documentation's snippets that are tests (docs/snippets/*.test.ts), so the
+    // examples the docs show are run, not only type-checked.
+    include: ["test/**/*.test.ts", "../../docs/snippets/**/*.test.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000
   }

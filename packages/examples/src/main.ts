@@ -1,0 +1,65 @@
+/**
+ * `npm run demo`: the demo server on a SQLite file in `packages/examples/data/` (or on PostgreSQL when
+ * `DATABASE_URL` is set). `npm run demo -- --smoke` runs the non-interactive smoke check instead.
+ *
+ * Environment: `PORT` (default 3000), `DATABASE_URL` (PostgreSQL; default: the SQLite file),
+ * `RATE_LIMIT_WINDOW` (default "1 minute"), `CART_TTL` (default "30 minutes").
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Config, Console, Duration, Effect, Layer, Logger, Option, Redacted } from "effect"
+import { HttpServer } from "effect/http"
+import { relative } from "node:path"
+import { fileURLToPath } from "node:url"
+import { type Database, serverLayer, type ServerOptions } from "./server.ts"
+import { smoke } from "./smoke.ts"
+
+const defaultDatabaseFile = fileURLToPath(new URL("../data/demo.sqlite", import.meta.url))
+
+/** The server options, from the environment. */
+const options: Effect.Effect<ServerOptions, Config.ConfigError> = Effect.gen(function*() {
+  const port = yield* Config.Port("PORT").pipe(Config.withDefault(3000))
+  const url = yield* Config.option(Config.Redacted("DATABASE_URL"))
+  const rateLimitWindow = yield* Config.Duration("RATE_LIMIT_WINDOW").pipe(Config.withDefault(Duration.minutes(1)))
+  const cartTtl = yield* Config.Duration("CART_TTL").pipe(Config.withDefault(Duration.minutes(30)))
+  const database: Database = Option.isSome(url) && Redacted.value(url.value) !== ""
+    ? { _tag: "PostgreSQL", url: url.value }
+    : { _tag: "SQLite", filename: defaultDatabaseFile }
+  return { host: "127.0.0.1", port, database, settings: { rateLimitWindow, cartTtl } }
+})
+
+const describe = (database: Database) =>
+  database._tag === "SQLite"
+    ? `SQLite file ${relative(process.cwd(), database.filename) || database.filename}`
+    : "PostgreSQL (DATABASE_URL)"
+
+const banner = (url: string, database: Database) =>
+  [
+    "",
+    `durable-object demo listening on ${url}`,
+    `objects are stored in the ${describe(database)}`,
+    "",
+    "Try:",
+    `  curl -X POST ${url}/counter/alice/increment -d '{"amount": 5}'`,
+    `  curl -X POST ${url}/rate-limiter/alice/check -d '{"limit": 3}'`,
+    `  curl -X POST ${url}/cart/alice/add -d '{"sku": "apple", "quantity": 2}'`,
+    "",
+    `GET ${url}/ lists every handler; GET ${url}/cart/alice shows the cart's expiry alarm.`,
+    "Ctrl-C stops the objects gracefully; start again and the state is still there.",
+    ""
+  ].join("\n")
+
+/** Prints the banner once the server listens, and says goodbye when the layer closes. */
+const announce = (database: Database) =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    yield* HttpServer.addressFormattedWith((url) => Console.log(banner(url, database)))
+    yield* Effect.addFinalizer(() => Effect.logInfo("Shutting down: stopping the HTTP server, then every object"))
+  }))
+
+const serve = Effect.gen(function*() {
+  const opts = yield* options
+  return yield* Layer.launch(announce(opts.database).pipe(Layer.provide(serverLayer(opts))))
+}).pipe(Effect.onInterrupt(() => Effect.logInfo("Stopped. Every object was shut down gracefully.")))
+
+const main = process.argv.slice(2).includes("--smoke") ? smoke : serve
+
+main.pipe(Effect.provide(Logger.layer([Logger.consolePretty()])), NodeRuntime.runMain)
