@@ -102,7 +102,10 @@ export class HandlerDefect extends Schema.TaggedError<HandlerDefect>()("HandlerD
   pretty: Schema.String
 }) {
   override get message(): string {
-    return `${this.objectType}/${this.objectId}.${this.handler} died: ${this.pretty}`
+    // Short on purpose: `pretty` holds the stack, which callers should not pass on to clients.
+    const defect = this.defect
+    const what = defect instanceof Error ? defect.message : typeof defect === "string" ? defect : "a defect"
+    return `${this.objectType}/${this.objectId}.${this.handler} died: ${what}`
   }
 }
 
@@ -163,8 +166,10 @@ export class ReentrantCall extends Schema.TaggedError<ReentrantCall>()("Reentran
 }
 
 /**
- * The storage backend failed (database down, disk full, constraint broken by someone else). Nothing was
- * acknowledged: the object was reset to its last committed state. Safe to retry.
+ * The storage backend failed (database down, disk full, constraint broken by someone else). The call was not
+ * acknowledged and the object dropped its in-memory copy, so the next call reloads what storage holds. When
+ * the failure hit a commit whose answer was lost on the way back, that commit may nevertheless be stored:
+ * retrying an idempotent handler is safe; a non-idempotent one may apply twice.
  *
  * @since 0.1.0
  * @category errors
