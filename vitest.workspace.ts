@@ -3,5 +3,6 @@
 export default [
   // "packages/sql-sqlite-node" joins when it has tests
   "packages/core",
-  "packages/examples"
+  "packages/examples",
+  "packages/bench"
 ]
