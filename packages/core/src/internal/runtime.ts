@@ -36,6 +36,7 @@ import {
   toAlarmInfo,
   touchedAlarm
 } from "./context.ts"
+import { IdleList, type IdleNode } from "./idleList.ts"
 import * as Mailbox from "./mailbox.ts"
 import { Scheduler } from "./scheduler.ts"
 import { span } from "./span.ts"
@@ -63,7 +64,7 @@ export const CallChain = Context.Reference<ReadonlyArray<string>>("@durable-obje
 
 type InstanceStatus = "unloaded" | "active" | "hibernated" | "stopped"
 
-interface Instance extends Mailbox.Mailbox {
+interface Instance extends Mailbox.Mailbox, IdleNode {
   readonly id: string
   readonly chainKey: string
   /** The call chain of a handler of this object called from outside any handler. */
@@ -252,8 +253,8 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     const objects = new Map<string, Instance>()
     // Both maps iterate in insertion order, and an instance is re-inserted whenever it goes idle, so the
     // first entry is always the one idle longest: the sweeper needs no heap.
-    const idleActive = new Map<string, Instance>()
-    const idleHibernated = new Map<string, Instance>()
+    const idleActive = new IdleList<Instance>()
+    const idleHibernated = new IdleList<Instance>()
     const wakeSweeper = Latch.makeUnsafe(false)
     let loaded = 0
     let closing = false
@@ -279,7 +280,10 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           draining: undefined,
           rollback: undefined,
           busy: false,
-          waiters: []
+          waiters: [],
+          idlePrev: undefined,
+          idleNext: undefined,
+          idleList: undefined
         }
         objects.set(id, inst)
       }
@@ -294,8 +298,8 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       inst.status = "unloaded"
       inst.state = undefined
       inst.epoch++
-      idleActive.delete(inst.id)
-      idleHibernated.delete(inst.id)
+      idleActive.remove(inst)
+      idleHibernated.remove(inst)
     }
 
     const markStopped = (inst: Instance) => {
@@ -306,8 +310,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
 
     const touch = (inst: Instance) => {
       inst.lastActive = clock.currentTimeMillisUnsafe()
-      idleActive.delete(inst.id)
-      idleActive.set(inst.id, inst)
+      idleActive.append(inst)
       if (idleActive.size === 1) wakeSweeper.openUnsafe()
     }
 
@@ -323,7 +326,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       if (Exit.isFailure(decoded)) return Effect.die(decoded.cause)
       inst.state = decoded.value
       inst.status = "active"
-      idleHibernated.delete(inst.id)
+      idleHibernated.remove(inst)
       return Effect.void
     }
 
@@ -1092,16 +1095,16 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       | undefined =>
     {
       let next: { inst: Instance; at: number; action: "hibernate" | "shutdown" } | undefined
-      const active = idleActive.values().next()
-      if (!active.done) {
-        const inst = active.value
+      const active = idleActive.head
+      if (active !== undefined) {
+        const inst = active
         next = hibernates
           ? { inst, at: inst.lastActive + options.hibernateAfterMillis, action: "hibernate" }
           : { inst, at: inst.lastActive + options.shutdownAfterMillis, action: "shutdown" }
       }
-      const hibernated = idleHibernated.values().next()
-      if (!hibernated.done) {
-        const inst = hibernated.value
+      const hibernated = idleHibernated.head
+      if (hibernated !== undefined) {
+        const inst = hibernated
         const at = inst.lastActive + options.shutdownAfterMillis
         if (next === undefined || at < next.at) next = { inst, at, action: "shutdown" }
       }
@@ -1114,15 +1117,15 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         : inst.status === "active" || inst.status === "hibernated"
       if (inst.busy || inst.commits.length > 0 || !eligible) {
         // A busy object is re-listed when its call finishes.
-        idleActive.delete(inst.id)
-        idleHibernated.delete(inst.id)
+        idleActive.remove(inst)
+        idleHibernated.remove(inst)
         return Effect.void
       }
       if (action === "hibernate") {
         inst.state = undefined
         inst.status = "hibernated"
-        idleActive.delete(inst.id)
-        idleHibernated.set(inst.id, inst)
+        idleActive.remove(inst)
+        idleHibernated.append(inst)
         return Effect.void
       }
       if (!Mailbox.tryAcquire(inst)) return Effect.void
