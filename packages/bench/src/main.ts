@@ -208,7 +208,20 @@ const postgresVersion = (url: string): Promise<string> =>
 
 const sqliteVersion = (): Promise<string> => import("./sqlite.ts").then((m) => m.sqliteVersion())
 
+/** The commit measured, and whether the library's sources differ from it. */
+const revision = (): string => {
+  const git = (...args: ReadonlyArray<string>) =>
+    execFileSync("git", args, { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim()
+  try {
+    const dirty = git("status", "--porcelain", "--", "packages/core", "packages/sql-sqlite-node") !== ""
+    return `${git("rev-parse", "--short", "HEAD")}${dirty ? " + uncommitted library changes" : ""}`
+  } catch {
+    return "unknown (not a git checkout)"
+  }
+}
+
 const environment = async (postgresUrl: string | undefined) => ({
+  revision: revision(),
   node: process.version,
   cpus: availableParallelism(),
   cpuModel: cpus()[0]?.model ?? "unknown",
@@ -229,9 +242,9 @@ const docSection = (env: Environment, args: Args, rows: ReadonlyArray<Row>, tota
   const date = DateTime.formatIso(Effect.runSync(DateTime.now)).slice(0, 10)
   const command = `npm run bench${args.scale === 1 ? "" : ` -- --scale ${args.scale}`}`
   return [
-    `Run of ${date} (\`${command}\`, ${
-      Math.round(totalSeconds)
-    } s in all, PostgreSQL started by the runner with fsync on):`,
+    `Run of ${date} at commit ${env.revision} (\`${command}\`, ${Math.round(totalSeconds)} s in all, PostgreSQL ${
+      args.postgresUrl === undefined ? "started by the runner with fsync on" : "given with --postgres-url"
+    }):`,
     `Node ${env.node}, ${env.cpus} CPUs (${env.cpuModel}), ${env.memoryGiB} GiB of memory, ${env.platform}, ` +
     `SQLite ${env.sqlite}, PostgreSQL ${env.postgres}.`,
     "",
@@ -315,7 +328,7 @@ const main = async (args: Args) => {
   try {
     const env = await environment(needsPostgres ? postgresUrl : undefined)
     console.log(
-      `bench: Node ${env.node}, ${env.cpus} CPUs (${env.cpuModel}), ${env.memoryGiB} GiB, SQLite ${env.sqlite}, ` +
+      `bench: commit ${env.revision}; Node ${env.node}, ${env.cpus} CPUs (${env.cpuModel}), ${env.memoryGiB} GiB, SQLite ${env.sqlite}, ` +
         `PostgreSQL ${env.postgres}; ${args.smoke ? "smoke sizes" : `scale ${args.scale}`}`
     )
     for (const scenario of selected) {

@@ -7,7 +7,7 @@ import { SqliteClient } from "@durable-object/sql-sqlite-node"
 import { Effect, type Layer } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
 import { DatabaseSync } from "node:sqlite"
-import { type EventLoopDelay, type LoadResult, makeHistogram, monitorEventLoop } from "./stats.ts"
+import { type LoadResult, makeHistogram, monitorEventLoop } from "./stats.ts"
 
 /** The library's SQLite client on `filename`, `synchronous: "FULL"` (every commit reaches the disk). */
 export const sqliteLayer = (filename: string): Layer.Layer<SqlClient.SqlClient, SqlError.SqlError> =>
@@ -58,9 +58,13 @@ export const rawLoop = (options: {
     const end = measureFrom + options.durationMs
     let completed = 0
     let n = 0
-    let monitor: { readonly stop: () => EventLoopDelay } | undefined
+    const monitor = monitorEventLoop()
+    let measuring = false
     while (performance.now() < end) {
-      if (monitor === undefined && performance.now() >= measureFrom) monitor = monitorEventLoop()
+      if (!measuring && performance.now() >= measureFrom) {
+        measuring = true
+        monitor.reset()
+      }
       const sliceEnd = performance.now() + 5
       let t0 = performance.now()
       while (t0 < sliceEnd && t0 < end) {
@@ -82,6 +86,6 @@ export const rawLoop = (options: {
       p50Ms: histogram.percentile(50),
       p99Ms: histogram.percentile(99),
       maxMs: histogram.max(),
-      eventLoop: (monitor ?? monitorEventLoop()).stop()
+      eventLoop: monitor.stop()
     }
   })

@@ -78,15 +78,37 @@ const late = (nanos: number) => (Number.isFinite(nanos) ? Math.max(0, nanos / 1e
 /**
  * Starts `perf_hooks.monitorEventLoopDelay` (a timer every 10 ms). Node records the whole interval between
  * two timer runs, so an idle loop reads ~10 ms; the resolution is subtracted to report how late the loop was.
+ *
+ * The histogram only records an interval once the loop gets back to its timer, so a stall still in progress
+ * when the measurement stops (or one covering the whole window, leaving the histogram empty) would go
+ * unseen: a second timer notes when the loop last ran, and the time since then counts as one more sample.
  */
-export const monitorEventLoop = (): { readonly stop: () => EventLoopDelay } => {
+export interface EventLoopMonitor {
+  /** Forgets what was recorded so far: the measured window starts now. */
+  readonly reset: () => void
+  readonly stop: () => EventLoopDelay
+}
+
+export const monitorEventLoop = (): EventLoopMonitor => {
   const histogram = monitorEventLoopDelay({ resolution: resolutionMs })
   histogram.enable()
+  let lastRan = performance.now()
+  const ticker = setInterval(() => {
+    lastRan = performance.now()
+  }, resolutionMs)
+  ticker.unref()
   return {
+    reset: () => {
+      histogram.reset()
+      lastRan = performance.now()
+    },
     stop: () => {
       histogram.disable()
+      clearInterval(ticker)
+      const tail = Math.max(0, performance.now() - lastRan - resolutionMs)
+      if (histogram.count === 0) return { maxMs: tail, p99Ms: tail, meanMs: tail }
       return {
-        maxMs: late(histogram.max),
+        maxMs: Math.max(late(histogram.max), tail),
         p99Ms: late(histogram.percentile(99)),
         meanMs: late(histogram.mean)
       }
@@ -144,12 +166,20 @@ export const closedLoop = <E, R>(options: LoadOptions<E, R>): Effect.Effect<Load
     const measureFrom = start + options.warmupMs
     const end = measureFrom + options.durationMs
     let completed = 0
+    // Started now and reset by the first call of the measured window: a timer could not start it on time
+    // if the loop is held through the warm-up.
+    const monitor = monitorEventLoop()
+    let measuring = false
     const worker = (id: number) =>
       Effect.gen(function*() {
         let n = 0
         while (true) {
           const t0 = performance.now()
           if (t0 >= end) return
+          if (!measuring && t0 >= measureFrom) {
+            measuring = true
+            monitor.reset()
+          }
           yield* options.call(id, n++)
           const t1 = performance.now()
           if (t1 >= measureFrom && t1 <= end) {
@@ -159,11 +189,10 @@ export const closedLoop = <E, R>(options: LoadOptions<E, R>): Effect.Effect<Load
         }
       })
     const workers = Array.from({ length: options.concurrency }, (_, i) => i)
-    return measuredWindow(
-      options.warmupMs,
-      Effect.forEach(workers, worker, { concurrency: "unbounded", discard: true })
-    )
-      .pipe(Effect.map(([, eventLoop]): LoadResult => {
+    return Effect.forEach(workers, worker, { concurrency: "unbounded", discard: true }).pipe(
+      Effect.onError(() => Effect.sync(() => monitor.stop())),
+      Effect.map((): LoadResult => {
+        const eventLoop = monitor.stop()
         const seconds = options.durationMs / 1000
         return {
           calls: completed,
@@ -174,27 +203,8 @@ export const closedLoop = <E, R>(options: LoadOptions<E, R>): Effect.Effect<Load
           maxMs: histogram.max(),
           eventLoop
         }
-      }))
-  })
-
-/**
- * Runs `effect` with the event loop monitored from `warmupMs` on: the measured window, without the one-off
- * costs of a cold start (compiling the code paths, filling pools).
- */
-export const measuredWindow = <A, E, R>(
-  warmupMs: number,
-  effect: Effect.Effect<A, E, R>
-): Effect.Effect<readonly [A, EventLoopDelay], E, R> =>
-  Effect.suspend(() => {
-    let monitor: { readonly stop: () => EventLoopDelay } | undefined
-    const timer = setTimeout(() => {
-      monitor = monitorEventLoop()
-    }, warmupMs)
-    const stop = () => {
-      clearTimeout(timer)
-      return (monitor ?? monitorEventLoop()).stop()
-    }
-    return Effect.map(effect, (a) => [a, stop()] as const).pipe(Effect.onError(() => Effect.sync(stop)))
+      })
+    )
   })
 
 /** Runs `effect` once, timing it (with the event loop monitored). */
