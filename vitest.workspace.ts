@@ -1,7 +1,7 @@
 // The test projects, one per package. Vitest 5 no longer reads this file by itself:
 // vitest.config.ts passes the list to `test.projects`.
 export default [
-  // "packages/sql-sqlite-node" joins when it has tests
+  "packages/sql-sqlite-node",
   "packages/core",
   "packages/examples",
   "packages/bench"
