@@ -208,10 +208,11 @@ const postgresVersion = (url: string): Promise<string> =>
 
 const sqliteVersion = (): Promise<string> => import("./sqlite.ts").then((m) => m.sqliteVersion())
 
+const git = (...args: ReadonlyArray<string>) =>
+  execFileSync("git", args, { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim()
+
 /** The commit measured, and whether the library's sources differ from it. */
 const revision = (): string => {
-  const git = (...args: ReadonlyArray<string>) =>
-    execFileSync("git", args, { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim()
   try {
     const dirty = git("status", "--porcelain", "--", "packages/core", "packages/sql-sqlite-node") !== ""
     return `${git("rev-parse", "--short", "HEAD")}${dirty ? " + uncommitted library changes" : ""}`
