@@ -5,6 +5,13 @@
  * to `COMMIT`/`ROLLBACK`, and nested transactions use savepoints. Because `node:sqlite` is synchronous, the client
  * also keeps the event loop fair: a long queue of statements yields to it every `yieldBudget` of wall time.
  *
+ * Parameters: strings, numbers (safe integers bind as INTEGER, others as REAL), bigints (INTEGER), `null` and
+ * `undefined` (NULL), booleans (1/0), `Uint8Array` and other typed arrays (BLOB), and Dates (ISO 8601 text in UTC,
+ * e.g. `2024-02-29T13:45:30.123Z`, which SQLite's date functions read). Anything else fails with an `SqlError`.
+ * Every failure of SQLite is an `SqlError` whose reason says what kind it is (`UniqueViolation`,
+ * `ConstraintError`, `LockTimeoutError`, `SqlSyntaxError`, `ConnectionError`, otherwise `UnknownError`) and whose
+ * message ends with SQLite's extended result code; {@link sqliteErrorCode} reads the code.
+ *
  * @since 0.1.0
  */
 import { Config, Context, Duration, Effect, Layer, Option, type Scope, Semaphore } from "effect"
@@ -137,16 +144,15 @@ export const make = (
     const readonly = options.readonly ?? false
     const db = yield* Effect.acquireRelease(
       Effect.try({
-        try: () =>
-          new DatabaseSync(options.filename, {
-            readOnly: readonly,
-            timeout: Duration.toMillis(options.busyTimeout ?? Duration.seconds(5)),
-            readBigInts: options.readBigInts ?? false
-          }),
+        try: () => new DatabaseSync(options.filename, { readOnly: readonly }),
         catch: (cause) => toSqlError(cause, "open")
       }),
       (db) => Effect.sync(() => db.close())
     )
+    // A pragma rather than the `timeout` option of DatabaseSync, which older Node versions ignore. Set first: the
+    // switch to WAL below may itself have to wait for another connection.
+    const busyTimeout = Duration.toMillis(options.busyTimeout ?? Duration.seconds(5))
+    yield* pragma(db, `PRAGMA busy_timeout = ${Math.min(Math.round(busyTimeout), 2 ** 31 - 1)}`)
     if ((options.wal ?? true) && !readonly && !isInMemory(options.filename)) {
       yield* pragma(db, "PRAGMA journal_mode = WAL")
     }

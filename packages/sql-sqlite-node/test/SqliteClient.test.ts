@@ -506,6 +506,10 @@ describe("configuration", () => {
         })))
         assert.deepStrictEqual(applied, { journal: "delete", synchronous: level, busyTimeout: 250 })
       }
+      const forever = yield* pragmas.pipe(
+        Effect.provide(SqliteClient.layer({ filename: ":memory:", busyTimeout: Duration.infinity }))
+      )
+      assert.strictEqual(forever.busyTimeout, 2 ** 31 - 1)
     }))
 
   it.effect(":memory: works, is private to its client, and is not switched to WAL", () =>

@@ -75,11 +75,8 @@ export const make = (db: DatabaseSync, options: Options): Connection => {
   // A Map iterates in insertion order; re-inserting on every hit makes its first key the least recently used.
   const cache = new Map<string, Prepared>()
 
-  const prepareFresh = (sql: string): Prepared => ({
-    statement: db.prepare(sql),
-    arrays: false,
-    bigInts: options.readBigInts
-  })
+  // node:sqlite's defaults for a new statement; `configure` changes them when a run needs something else.
+  const prepareFresh = (sql: string): Prepared => ({ statement: db.prepare(sql), arrays: false, bigInts: false })
 
   const prepareCached = (sql: string): Prepared => {
     const hit = cache.get(sql)
