@@ -6,7 +6,7 @@ import { SqlStorage, Storage } from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { type Backend, backends } from "./backends.ts"
+import { type Backend, sqlBackends } from "./backends.ts"
 
 const tableExists = (name: string) =>
   Effect.gen(function*() {
@@ -121,4 +121,4 @@ const suite = (backend: Backend) =>
       }))
   })
 
-for (const backend of backends) suite(backend)
+for (const backend of sqlBackends) suite(backend)

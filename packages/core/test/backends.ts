@@ -9,6 +9,9 @@
 import { SqlStorage } from "@durable-object/core"
 import { Effect, Layer, type Scope } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { inject } from "vitest"
 import { clientFor, type DatabaseSpec, optionsFor } from "./databases.ts"
 import { Counter, makeJournal } from "./fixtures.ts"
@@ -61,8 +64,27 @@ const postgres: Backend = {
   )
 }
 
+const sqlite: Backend = {
+  name: "SQLite",
+  database: Effect.map(
+    Effect.acquireRelease(
+      Effect.sync(() => mkdtempSync(join(tmpdir(), "durable-object-sqlite-"))),
+      (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
+    ),
+    (dir) => fromSpec({ backend: "SQLite", filename: join(dir, "objects.sqlite") })
+  )
+}
+
 /** Every SQL backend, in the order the suites run them. */
-export const backends: ReadonlyArray<Backend> = [postgres] // SQLite joins with @durable-object/sql-sqlite-node
+export const sqlBackends: ReadonlyArray<Backend> = [postgres, sqlite]
+
+/**
+ * The backends the alarm and write-coalescing suites run on: PostgreSQL only for now. On SQLite three of their
+ * tests fail: two runtimes with two clients on one file in one process stall the event loop on SQLite's
+ * synchronous lock wait (`busyTimeout`), and commits of different objects do not coalesce. Switch those suites to
+ * {@link sqlBackends} once they pass there.
+ */
+export const backends: ReadonlyArray<Backend> = [postgres]
 
 /**
  * The `Counter` runtime over `SqlStorage` on a database, through the given `SqlClient` layer (which stays

@@ -3,9 +3,10 @@
  * import vitest): where a database lives, and how to connect to it.
  */
 import type { SqlStorage } from "@durable-object/core"
+import { SqliteClient } from "@durable-object/sql-sqlite-node"
 import { PgClient } from "@effect/sql-pg"
-import { Effect, Layer, Redacted } from "effect"
-import { SqlClient, type SqlError } from "effect/sql"
+import { type Layer, Redacted } from "effect"
+import type { SqlClient, SqlError } from "effect/sql"
 
 /** Where a database lives, in a form a child process can receive as JSON. */
 export type DatabaseSpec =
@@ -19,10 +20,7 @@ export const clientFor = (
 ): Layer.Layer<SqlClient.SqlClient, SqlError.SqlError> =>
   spec.backend === "PostgreSQL"
     ? PgClient.layer({ url: Redacted.make(spec.url), maxConnections: options?.maxConnections ?? 4 })
-    : Layer.effect(
-      SqlClient.SqlClient,
-      Effect.die(new Error("The SQLite backend needs @durable-object/sql-sqlite-node, which is not there yet"))
-    )
+    : SqliteClient.layer({ filename: spec.filename, synchronous: "FULL" })
 
 /** The `SqlStorage` options of the database (its table prefix on PostgreSQL). */
 export const optionsFor = (spec: DatabaseSpec): SqlStorage.Options =>
