@@ -290,6 +290,25 @@ describe("transactions", () => {
       assert.deepStrictEqual(yield* contents, ["after"])
     }).pipe(Effect.provide(memory)))
 
+  it.live("interrupting a transaction while it waits for the event loop rolls it back as a whole", () =>
+    Effect.gen(function*() {
+      const sql = yield* setup
+      const client = yield* SqliteClient.SqliteClient
+      // with a zero budget, every statement after the first waits for a setImmediate: interrupt during one
+      const fiber = yield* Effect.forkChild(sql.withTransaction(
+        Effect.forEach(Array.from({ length: 1000 }, (_, i) => i), (i) => sql`INSERT INTO t VALUES (${String(i)})`, {
+          discard: true
+        })
+      ))
+      yield* Effect.sleep("5 millis")
+      yield* Fiber.interrupt(fiber)
+      assert.isTrue(Exit.isFailure(yield* Fiber.await(fiber)), "interrupted before it could finish")
+      assert.isFalse(client.database.isTransaction)
+      assert.deepStrictEqual(yield* contents, [])
+      yield* sql`INSERT INTO t VALUES ('after')`
+      assert.deepStrictEqual(yield* contents, ["after"])
+    }).pipe(Effect.provide(SqliteClient.layer({ filename: ":memory:", yieldBudget: Duration.zero }))))
+
   it.effect("top-level transactions begin IMMEDIATE by default, DEFERRED when configured", () =>
     Effect.gen(function*() {
       const file = yield* tempDatabase

@@ -145,7 +145,8 @@ export const make = (db: DatabaseSync, options: Options): Connection => {
           // A statement of its own: a cached one could be reset under the open iterator by a query that the
           // consumer runs on the same connection, inside a transaction, while the stream is open.
           run("executeStream", () => configure(prepareFresh(sql), false, bigInts).iterate(...toSqliteValues(params))),
-          (iterator) => Effect.sync(() => iterator.return?.())
+          // Resets the statement so it holds no read snapshot; nothing to reset once the database is closed.
+          (iterator) => Effect.sync(() => db.isOpen && iterator.return?.())
         ),
         (iterator) =>
           Stream.paginate(undefined, () =>
