@@ -60,6 +60,9 @@ const mentions = (error: unknown, text: string, depth = 0): boolean => {
     mentions(e.cause, text, depth + 1)
 }
 
+/** How many of these calls were acknowledged. */
+const acksOf = (exits: ReadonlyArray<Exit.Exit<number, unknown>>) => exits.filter(Exit.isSuccess).length
+
 /** How many storage operations the duration histogram recorded with these attributes. */
 const recorded = (operation: string, outcome: string) =>
   Effect.map(
@@ -267,7 +270,6 @@ const suite = (backend: Backend) =>
         const acknowledged: Array<number> = exits.flatMap((exit) => (Exit.isSuccess(exit) ? [exit.value] : []))
         const tags = exits.flatMap((exit) => (Exit.isSuccess(exit) ? [] : [failureTag(exit)]))
         const conflicts = tags.filter((tag) => tag === "VersionConflict").length
-        const acksOf = (exits: ReadonlyArray<Exit.Exit<number, unknown>>) => exits.filter(Exit.isSuccess).length
         console.log(
           `${backend.name}: two runtimes, ${exits.length} increments: ${acknowledged.length} acknowledged ` +
             `(${acksOf(a)} + ${acksOf(b)}), ${conflicts} VersionConflict`
