@@ -233,8 +233,23 @@ const toStorageError =
     error: E
   ): Exclude<E, SqlError.SqlError> | StorageError =>
     error._tag === "SqlError"
-      ? new StorageError({ operation, detail: error.message, cause: error })
+      ? new StorageError({ operation, detail: sqlDetail(error as SqlError.SqlError), cause: error })
       : error as Exclude<E, SqlError.SqlError>
+
+/**
+ * What went wrong, in the database's own words: drivers wrap the server's message (PostgreSQL's driver
+ * reports only "Query failed" at the top), so the innermost cause's message is appended.
+ */
+const sqlDetail = (error: SqlError.SqlError): string => {
+  let inner: unknown = error.reason.cause
+  let message: string | undefined
+  for (let depth = 0; depth < 5 && typeof inner === "object" && inner !== null; depth++) {
+    const candidate = (inner as { readonly message?: unknown }).message
+    if (typeof candidate === "string" && candidate !== "") message = candidate
+    inner = (inner as { readonly cause?: unknown }).cause
+  }
+  return message === undefined || error.message.includes(message) ? error.message : `${error.message}: ${message}`
+}
 
 /**
  * The part of `@effect/sql-pg`'s `PgClient` used for LISTEN/NOTIFY, looked up by its service key so this
