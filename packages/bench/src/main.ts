@@ -18,7 +18,7 @@ import { DateTime, Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import { execFileSync, spawnSync } from "node:child_process"
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { availableParallelism, cpus, tmpdir, totalmem } from "node:os"
+import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { pgLayer } from "./backends.ts"
@@ -234,12 +234,41 @@ const environment = async (postgresUrl: string | undefined) => ({
 
 type Environment = Awaited<ReturnType<typeof environment>>
 
+/** How busy the machine was while a scenario ran: a noisy neighbour shows up here. */
+interface ScenarioRun {
+  readonly scenario: string
+  readonly seconds: number
+  /** Share of all CPUs' time not idle (this benchmark and PostgreSQL included). */
+  readonly cpuBusy: number
+  readonly loadAverage: number
+}
+
+const cpuTimes = () =>
+  cpus().reduce(
+    (acc, cpu) => {
+      const t = cpu.times
+      return { idle: acc.idle + t.idle, total: acc.total + t.idle + t.user + t.nice + t.sys + t.irq }
+    },
+    { idle: 0, total: 0 }
+  )
+
+const busyShare = (before: ReturnType<typeof cpuTimes>, after: ReturnType<typeof cpuTimes>) => {
+  const total = after.total - before.total
+  return total <= 0 ? 0 : 1 - (after.idle - before.idle) / total
+}
+
 const docPath = join(repoRoot, "docs/performance.md")
 const docStart = "<!-- bench:results:start -->"
 const docEnd = "<!-- bench:results:end -->"
 
 /** The results section of docs/performance.md: when, on what, the table and the notes. */
-const docSection = (env: Environment, args: Args, rows: ReadonlyArray<Row>, totalSeconds: number) => {
+const docSection = (
+  env: Environment,
+  args: Args,
+  rows: ReadonlyArray<Row>,
+  runs: ReadonlyArray<ScenarioRun>,
+  totalSeconds: number
+) => {
   const date = DateTime.formatIso(Effect.runSync(DateTime.now)).slice(0, 10)
   const command = `npm run bench${args.scale === 1 ? "" : ` -- --scale ${args.scale}`}`
   return [
@@ -247,7 +276,10 @@ const docSection = (env: Environment, args: Args, rows: ReadonlyArray<Row>, tota
       args.postgresUrl === undefined ? "started by the runner with fsync on" : "given with --postgres-url"
     }):`,
     `Node ${env.node}, ${env.cpus} CPUs (${env.cpuModel}), ${env.memoryGiB} GiB of memory, ${env.platform}, ` +
-    `SQLite ${env.sqlite}, PostgreSQL ${env.postgres}.`,
+    `SQLite ${env.sqlite}, PostgreSQL ${env.postgres}. Machine CPU busy and 1-minute load average per ` +
+    `scenario (this run alone keeps about one core busy; more means something else ran): ${
+      runs.map((r) => `${r.scenario} ${Math.round(r.cpuBusy * 100)}% / ${r.loadAverage}`).join(", ")
+    }.`,
     "",
     markdownTable(rows),
     "",
@@ -326,6 +358,7 @@ const main = async (args: Args) => {
   const started = performance.now()
   const rows: Array<Row> = []
   const failures: Array<{ readonly scenario: string; readonly error: string }> = []
+  const runs: Array<ScenarioRun> = []
   try {
     const env = await environment(needsPostgres ? postgresUrl : undefined)
     console.log(
@@ -334,6 +367,7 @@ const main = async (args: Args) => {
     )
     for (const scenario of selected) {
       const t0 = performance.now()
+      const cpu0 = cpuTimes()
       console.log(`bench: ${scenario.number} ${scenario.name}: ${scenario.title}…`)
       try {
         const result = args.inProcess ? await runScenario(scenario, config) : inChild(scenario, args, postgresUrl)
@@ -343,7 +377,18 @@ const main = async (args: Args) => {
         failures.push({ scenario: scenario.name, error: message })
         console.error(`bench: ${scenario.name} failed: ${message}`)
       }
-      console.log(`bench: ${scenario.name} took ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+      const run: ScenarioRun = {
+        scenario: scenario.name,
+        seconds: Math.round(performance.now() - t0) / 1000,
+        cpuBusy: busyShare(cpu0, cpuTimes()),
+        loadAverage: Math.round(loadavg()[0]! * 100) / 100
+      }
+      runs.push(run)
+      console.log(
+        `bench: ${scenario.name} took ${run.seconds.toFixed(1)} s; machine CPU ${
+          Math.round(run.cpuBusy * 100)
+        }% busy, load average ${run.loadAverage}`
+      )
     }
     const totalSeconds = (performance.now() - started) / 1000
     console.log(`\n${textTable(rows)}\n`)
@@ -367,6 +412,7 @@ const main = async (args: Args) => {
             options: { scale: args.scale, smoke: args.smoke, only: args.only ?? null },
             config,
             totalSeconds,
+            runs,
             rows,
             failures,
             markdown: markdownTable(rows)
@@ -377,7 +423,7 @@ const main = async (args: Args) => {
       }\n`
     )
     console.log(`bench: results written to ${json}`)
-    if (args.writeDoc) writeDoc(docSection(env, args, rows, totalSeconds))
+    if (args.writeDoc) writeDoc(docSection(env, args, rows, runs, totalSeconds))
   } finally {
     stopPostgres?.()
   }
