@@ -1,6 +1,6 @@
 import { Alarms, DurableObject, DurableObjectTest, Errors, Storage, Telemetry } from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Layer, Metric, Schema, Scope, Tracer } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, Metric, References, Schema, Scope, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import {
   Counter,
@@ -369,6 +369,31 @@ describe("DurableObject", () => {
         assert.strictEqual(yield* c.get(), 1000)
         assert.strictEqual((yield* DurableObjectTest.persistedState(Counter, "hot"))?.count, 1000)
       }).pipe(Effect.provide(CounterTest())))
+
+    it.effect(
+      "a long queue on one object drains without deep stacks or lost wake-ups, whatever the yield budget",
+      () =>
+        Effect.gen(function*() {
+          for (const ops of [2048, 256]) {
+            const c = Counter.client(`queue${ops}`)
+            let done = 0
+            // 1,000 callers each calling again as soon as they have a reply keep the mailbox full for a while.
+            yield* Effect.forEach(
+              Array.from({ length: 1000 }),
+              () =>
+                Effect.gen(function*() {
+                  for (let i = 0; i < 50; i++) {
+                    yield* c.get()
+                    done++
+                  }
+                }),
+              { concurrency: "unbounded", discard: true }
+            ).pipe(Effect.provideService(References.MaxOpsBeforeYield, ops))
+            assert.strictEqual(done, 50_000)
+          }
+        }).pipe(Effect.provide(CounterTest())),
+      30_000
+    )
 
     it.effect("1,000 racing first calls activate the object exactly once", () =>
       Effect.gen(function*() {

@@ -40,7 +40,9 @@ export const acquire = <E>(
   }
   if (mailbox.waiters.length >= capacity) return Effect.fail(onFull())
   return Effect.callback<void>((resume) => {
-    ticket.resume = () => resume(Effect.void)
+    // Resume through the scheduler: an inline resume would run the next handler on the releasing fiber's
+    // stack, so a long queue would drain as one ever deeper synchronous chain.
+    ticket.resume = () => resume(Effect.yieldNow)
     mailbox.waiters.push(ticket)
     return Effect.sync(() => {
       if (!ticket.granted) {
