@@ -33,6 +33,13 @@ export * as DurableObjectTest from "./DurableObjectTest.ts"
 export * as Errors from "./Errors.ts"
 
 /**
+ * A time-sliced scheduler that keeps the event loop responsive under many runnable fibers.
+ *
+ * @since 0.1.0
+ */
+export * as FairScheduler from "./FairScheduler.ts"
+
+/**
  * `Storage` over any effect/sql `SqlClient` (PostgreSQL, SQLite), with migrations.
  *
  * @since 0.1.0

@@ -5,6 +5,7 @@
  * Environment: `PORT` (default 3000), `DATABASE_URL` (PostgreSQL; default: the SQLite file),
  * `RATE_LIMIT_WINDOW` (default "1 minute"), `CART_TTL` (default "30 minutes").
  */
+import { FairScheduler } from "@durable-object/core"
 import { NodeRuntime } from "@effect/platform-node"
 import { Config, Console, Duration, Effect, Layer, Logger, Option, Redacted } from "effect"
 import { HttpServer } from "effect/http"
@@ -62,4 +63,9 @@ const serve = Effect.gen(function*() {
 
 const main = process.argv.slice(2).includes("--smoke") ? smoke : serve
 
-main.pipe(Effect.provide(Logger.layer([Logger.consolePretty()])), NodeRuntime.runMain)
+// The fair scheduler keeps the server's event loop answering while many requests are in flight.
+main.pipe(
+  Effect.provide(Logger.layer([Logger.consolePretty()])),
+  Effect.provide(FairScheduler.layer()),
+  NodeRuntime.runMain
+)

@@ -171,7 +171,7 @@ const secondRun = (base: string) =>
 const database = Effect.gen(function*() {
   const url = yield* Config.option(Config.Redacted("DATABASE_URL"))
   if (Option.isSome(url) && Redacted.value(url.value) !== "") {
-    const tablePrefix = `smoke_${process.pid}_${Date.now().toString(36)}_`
+    const tablePrefix = `smoke_${process.pid}_${(yield* Clock.currentTimeMillis).toString(36)}_`
     const pg: Database = { _tag: "PostgreSQL", url: url.value, tablePrefix }
     // Afterwards: drop the tables, then the migrations table `migrateDown` keeps.
     yield* Effect.addFinalizer(() =>
