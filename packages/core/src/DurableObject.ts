@@ -413,7 +413,9 @@ export const defineObject = <
   const client = (id: string) => {
     const methods: Record<string, (payload?: unknown) => Effect.Effect<unknown, unknown, Runtime<Name>>> = {}
     for (const name of handlerNames) {
-      methods[name] = (payload?: unknown) => key.use((rt) => rt.call(id, name, payload))
+      // One step from the caller's fiber straight into the runtime (no `key.use` step in between).
+      methods[name] = (payload?: unknown) =>
+        Effect.withFiber((fiber) => Context.getUnsafe(fiber.context, key).callFrom(fiber, id, name, payload))
     }
     return methods as unknown as Client<Name, P, A, E>
   }

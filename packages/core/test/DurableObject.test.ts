@@ -462,6 +462,60 @@ describe("DurableObject", () => {
         }).pipe(Effect.provide(DurableObjectTest.layer(Slow).pipe(Layer.provide(gates.layer))))
       }))
 
+    it.effect("a call waiting past its deadline gets CallTimeout and leaves the line; the others run in order", () =>
+      Effect.gen(function*() {
+        const gates = yield* makeGates
+        yield* Effect.gen(function*() {
+          const s = Slow.client("deadline")
+          yield* s.read() // active: calls take the hot path
+          // The holder cannot be interrupted, so its own timeout cannot free the lock before the waiter's.
+          const holder = yield* Effect.forkChild(Effect.exit(s.appendStubborn({ entry: "holder", gate: "g" })))
+          yield* settle
+          yield* TestClock.adjust("10 seconds")
+          const waiter = yield* Effect.forkChild(Effect.exit(s.append({ entry: "waiter" })))
+          yield* settle
+          yield* TestClock.adjust("55 seconds") // the holder is past its deadline, the waiter not yet
+          assert.isUndefined(waiter.pollUnsafe(), "the waiter's deadline has not passed")
+          const late = yield* Effect.forkChild(Effect.exit(s.append({ entry: "late" })))
+          yield* settle
+          yield* TestClock.adjust("10 seconds") // the waiter is past its deadline; the lock is still held
+          const timedOut = failureOf(yield* Fiber.join(waiter)) as Errors.CallTimeout
+          assert.strictEqual(timedOut._tag, "CallTimeout")
+          assert.strictEqual(timedOut.handler, "append")
+          assert.isUndefined(late.pollUnsafe(), "the lock is still held")
+          yield* gates.open("g")
+          const holderError = failureOf(yield* Fiber.join(holder)) as Errors.CallTimeout
+          assert.strictEqual(holderError._tag, "CallTimeout", "a handler that ran past its deadline writes nothing")
+          assert.deepStrictEqual(yield* Fiber.join(late), Exit.succeed(["late"]))
+          assert.deepStrictEqual(yield* s.read(), ["late"])
+        }).pipe(Effect.provide(DurableObjectTest.layer(Slow).pipe(Layer.provide(gates.layer))))
+      }))
+
+    it.effect("an interrupted waiter leaves the line, and one interrupted as the lock reaches it passes it on", () =>
+      Effect.gen(function*() {
+        const gates = yield* makeGates
+        yield* Effect.gen(function*() {
+          const s = Slow.client("leave")
+          yield* s.read()
+          const holder = yield* Effect.forkChild(s.append({ entry: "holder", gate: "g" }))
+          yield* settle
+          const gone = yield* Effect.forkChild(s.append({ entry: "gone" }))
+          yield* settle
+          const next = yield* Effect.forkChild(s.append({ entry: "next" }))
+          yield* settle
+          yield* Fiber.interrupt(gone)
+          const granted = yield* Effect.forkChild(s.append({ entry: "granted" }))
+          yield* settle
+          // Opening the gate ends the holder's handler, which hands the lock to `next`; interrupting it before
+          // it resumes must hand the lock on to `granted`.
+          yield* gates.open("g")
+          yield* Fiber.interrupt(next)
+          assert.deepStrictEqual(yield* Fiber.join(holder), ["holder"])
+          assert.deepStrictEqual(yield* Fiber.join(granted), ["holder", "granted"])
+          assert.deepStrictEqual(yield* s.read(), ["holder", "granted"])
+        }).pipe(Effect.provide(DurableObjectTest.layer(Slow).pipe(Layer.provide(gates.layer))))
+      }))
+
     it.effect("a handler calling its own object gets ReentrantCall instead of a deadlock", () =>
       Effect.gen(function*() {
         const error = failureOf(yield* Effect.exit(Counter.client("self").callSelf())) as Errors.ReentrantCall
