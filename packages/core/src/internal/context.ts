@@ -176,21 +176,24 @@ export const makeContext = (env: ContextEnv, id: string, cell: Cell): ObjectCont
       ops.remove.clear()
       ops.put.clear()
     }),
-    list: Effect.map(env.listStored(id), (stored) => {
-      const ops = cell.alarms
-      const byName = new Map<string, AlarmRecord>()
-      if (ops === undefined || !ops.removeAll) {
-        for (const record of stored) {
-          if (ops === undefined || !ops.remove.has(record.name)) byName.set(record.name, record)
+    // Built when run, not with the context: a context is built per call, and most never list.
+    list: Effect.suspend(() =>
+      Effect.map(env.listStored(id), (stored) => {
+        const ops = cell.alarms
+        const byName = new Map<string, AlarmRecord>()
+        if (ops === undefined || !ops.removeAll) {
+          for (const record of stored) {
+            if (ops === undefined || !ops.remove.has(record.name)) byName.set(record.name, record)
+          }
         }
-      }
-      if (cell.fired !== undefined && ops?.put.has(cell.fired.name) !== true) byName.delete(cell.fired.name)
-      for (const put of ops?.put.values() ?? []) {
-        byName.set(put.name, { ...put, attempts: 0, failedAt: null, lastError: null })
-      }
-      return Array.from(byName.values())
-        .toSorted((a, b) => a.fireAt - b.fireAt || (a.name < b.name ? -1 : 1))
-        .map((record) => toAlarmInfo(env, record))
-    })
+        if (cell.fired !== undefined && ops?.put.has(cell.fired.name) !== true) byName.delete(cell.fired.name)
+        for (const put of ops?.put.values() ?? []) {
+          byName.set(put.name, { ...put, attempts: 0, failedAt: null, lastError: null })
+        }
+        return Array.from(byName.values())
+          .toSorted((a, b) => a.fireAt - b.fireAt || (a.name < b.name ? -1 : 1))
+          .map((record) => toAlarmInfo(env, record))
+      })
+    )
   } as ObjectContext<unknown, any>["alarms"]
 })

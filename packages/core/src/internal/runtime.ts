@@ -235,7 +235,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       const attributes = { object_type: objectType, handler: name }
       const outcomes = {} as Record<Telemetry.CallOutcome, Metric.Metric<number, unknown>>
       for (const outcome of outcomeNames) {
-        outcomes[outcome] = Metric.withAttributes(Telemetry.calls, { ...attributes, outcome })
+        outcomes[outcome] = Telemetry.callSeries({ ...attributes, outcome }).calls
       }
       prepared.set(name, {
         name,
@@ -254,7 +254,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           [Telemetry.attributes.handler]: name
         },
         outcomes,
-        duration: Metric.withAttributes(Telemetry.callDuration, attributes)
+        duration: Telemetry.callSeries(attributes).duration
       })
     }
     const handlerNames = Array.from(prepared.keys())
@@ -334,8 +334,11 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       if (objects.get(inst.id) === inst) objects.delete(inst.id)
     }
 
+    // The time a synchronous call step started, while it runs (see `measured`).
+    let stepTime: number | undefined
+
     const touch = (inst: Instance) => {
-      inst.lastActive = clock.currentTimeMillisUnsafe()
+      inst.lastActive = stepTime ?? clock.currentTimeMillisUnsafe()
       // Only a list that was empty can have left the sweeper asleep with nothing to wait for; waking it on
       // every call would cost it a new timer per call. (Open the latch last: it may run the sweeper inline.)
       const wasEmpty = idleActive.size === 0
@@ -942,11 +945,11 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     const execute = (
       fiber: Fiber.Fiber<unknown, unknown>,
       id: string,
+      inst: Instance | undefined,
       handler: Prepared,
       payload: unknown,
       start: number
     ): Effect.Effect<unknown, unknown> => {
-      const inst = objects.get(id)
       const chain = fiber.getRef(CallChain)
       if (chain.length > 0 && chain.includes(inst?.chainKey ?? `${objectType}/${id}`)) {
         return Exit.fail(new ReentrantCall({ objectType, objectId: id, handler: handler.name, chain: [...chain] }))
@@ -975,12 +978,17 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     const measured = (
       fiber: Fiber.Fiber<unknown, unknown>,
       id: string,
+      inst: Instance | undefined,
       handler: Prepared,
       payload: unknown
     ): Effect.Effect<unknown, unknown> => {
       const context = fiber.context
       const start = clock.currentTimeMillisUnsafe()
-      const result = execute(fiber, id, handler, payload, start)
+      // Whatever this step releases was last active now (one clock read fewer per call).
+      const outerStep = stepTime
+      stepTime = start
+      const result = execute(fiber, id, inst, handler, payload, start)
+      stepTime = outerStep
       if (Exit.isExit(result)) {
         record(handler, context, start, result)
         return result
@@ -1007,7 +1015,8 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         return Exit.fail(new UnknownHandler({ objectType, handler: String(name), known: handlerNames }))
       }
       // A loaded object's id was checked when it was loaded.
-      if (!objects.has(id)) {
+      const inst = objects.get(id)
+      if (inst === undefined) {
         const idError = checkId(objectType, id)
         if (idError !== undefined) return Exit.fail(idError)
       }
@@ -1029,10 +1038,10 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       }
       const cache = fiber.cache
       const call = cache.tracerEnabled && cache.tracer !== undefined && cache.tracer !== Tracer.nativeTracer
-        ? Effect.withFiber((fiber) => measured(fiber, id, handler, payload)).pipe(
+        ? Effect.withFiber((fiber) => measured(fiber, id, objects.get(id), handler, payload)).pipe(
           span(Telemetry.spanCall, { ...handler.attributes, [Telemetry.attributes.objectId]: id })
         )
-        : measured(fiber, id, handler, payload)
+        : measured(fiber, id, inst, handler, payload)
       if (!encoded || handler.encodeSuccess === undefined) return call
       const encodeSuccess = handler.encodeSuccess
       return Effect.flatMap(call, (reply) => {
