@@ -89,6 +89,36 @@ describe("DurableObject", () => {
         assert.strictEqual(yield* DurableObject.status(Counter, "e"), "active")
       }).pipe(Effect.provide(CounterTest())))
 
+    it.effect("the members of ctx.state and ctx.alarms work when taken off their object", () => {
+      const Loose = DurableObject.defineObject({
+        name: "Loose",
+        state: Schema.Struct({ n: Schema.Number }),
+        initialState: () => ({ n: 0 }),
+        handlers: {
+          bump: {
+            success: Schema.Number,
+            handle: (_, ctx) => {
+              const { get, set, update, modify } = ctx.state
+              const { schedule, cancel, list } = ctx.alarms
+              return Effect.gen(function*() {
+                yield* set({ n: (yield* get).n + 1 })
+                yield* update((s) => ({ n: s.n + 1 }))
+                yield* schedule("ping", { in: "1 hour" })
+                yield* cancel("ping")
+                assert.deepStrictEqual(yield* Effect.orDie(list), [])
+                return yield* modify((s) => [s.n + 1, { n: s.n + 1 }])
+              })
+            }
+          }
+        },
+        alarms: { ping: { handle: () => Effect.void } }
+      })
+      return Effect.gen(function*() {
+        assert.strictEqual(yield* Loose.client("l").bump(), 3)
+        assert.strictEqual(yield* Loose.client("l").bump(), 6)
+      }).pipe(Effect.provide(DurableObjectTest.layer(Loose)))
+    })
+
     it.effect("handlers can use the services they declare", () =>
       Effect.gen(function*() {
         yield* Counter.client("s").log("hello")

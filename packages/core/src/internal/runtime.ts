@@ -963,13 +963,30 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       return queue(fiber, inst, handler, payload, chain, deadline)
     }
 
+    // What a metric update reads from its context is the registry and the extra attributes; resolving them
+    // from a small context of their own is cheaper than from the caller's, which callers mostly share.
+    let lastMetricSource: Context.Context<never> | undefined
+    let lastMetricContext: Context.Context<never> = Context.empty()
+    const metricContext = (context: Context.Context<never>): Context.Context<never> => {
+      if (context !== lastMetricSource) {
+        lastMetricSource = context
+        lastMetricContext = Context.add(
+          Context.make(Metric.MetricRegistry, Context.get(context, Metric.MetricRegistry)),
+          Metric.CurrentMetricAttributes,
+          Context.get(context, Metric.CurrentMetricAttributes)
+        )
+      }
+      return lastMetricContext
+    }
+
     /** Records a call's outcome and duration. */
     const record = (
       handler: Prepared,
-      context: Context.Context<never>,
+      callerContext: Context.Context<never>,
       start: number,
       exit: Exit.Exit<unknown, unknown>
     ) => {
+      const context = metricContext(callerContext)
       handler.outcomes[outcomeOf(exit)].updateUnsafe(1, context)
       handler.duration.updateUnsafe(clock.currentTimeMillisUnsafe() - start, context)
     }
