@@ -664,6 +664,22 @@ describe("DurableObject", () => {
         assert.strictEqual(yield* DurableObject.status(Counter, "busy"), "hibernated")
       }).pipe(Effect.provide(CounterTest())))
 
+    it.effect("each object hibernates after its own last activity, whatever order they were first used in", () =>
+      Effect.gen(function*() {
+        const a = Counter.client("first")
+        const b = Counter.client("second")
+        yield* a.get() // t = 0
+        yield* TestClock.adjust("1 minute")
+        yield* b.get() // t = 1 min
+        yield* TestClock.adjust("2 minutes")
+        yield* a.get() // t = 3 min: `first` is now the more recently active
+        yield* TestClock.adjust("3 minutes") // t = 6 min
+        assert.strictEqual(yield* DurableObject.status(Counter, "second"), "hibernated")
+        assert.strictEqual(yield* DurableObject.status(Counter, "first"), "active")
+        yield* TestClock.adjust("2 minutes") // t = 8 min
+        assert.strictEqual(yield* DurableObject.status(Counter, "first"), "hibernated")
+      }).pipe(Effect.provide(CounterTest())))
+
     it.effect("stop runs onShutdown after the call in progress and keeps the stored state", () =>
       Effect.gen(function*() {
         yield* Counter.client("st").increment({ amount: 2 })

@@ -309,7 +309,8 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           waiters: [],
           idlePrev: undefined,
           idleNext: undefined,
-          idleList: undefined
+          idleList: undefined,
+          idleAt: 0
         }
         objects.set(id, inst)
       }
@@ -337,12 +338,18 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     // The time a synchronous call step started, while it runs (see `measured`).
     let stepTime: number | undefined
 
+    /**
+     * Notes that `inst` was just active. An object already on the idle list stays where it is (moving it on
+     * every call costs cache misses on its neighbours): the sweeper puts it back in order when it reaches it.
+     */
     const touch = (inst: Instance) => {
-      inst.lastActive = stepTime ?? clock.currentTimeMillisUnsafe()
+      const now = stepTime ?? clock.currentTimeMillisUnsafe()
+      inst.lastActive = now
+      if (inst.idleList === (idleActive as IdleList<IdleNode>)) return
       // Only a list that was empty can have left the sweeper asleep with nothing to wait for; waking it on
       // every call would cost it a new timer per call. (Open the latch last: it may run the sweeper inline.)
       const wasEmpty = idleActive.size === 0
-      idleActive.append(inst)
+      idleActive.insert(inst, now)
       if (wasEmpty) wakeSweeper.openUnsafe()
     }
 
@@ -1307,14 +1314,15 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       const active = idleActive.head
       if (active !== undefined) {
         const inst = active
+        // No object on the list was active before its `idleAt`, so none expires before the head's.
         next = hibernates
-          ? { inst, at: inst.lastActive + options.hibernateAfterMillis, action: "hibernate" }
-          : { inst, at: inst.lastActive + options.shutdownAfterMillis, action: "shutdown" }
+          ? { inst, at: inst.idleAt + options.hibernateAfterMillis, action: "hibernate" }
+          : { inst, at: inst.idleAt + options.shutdownAfterMillis, action: "shutdown" }
       }
       const hibernated = idleHibernated.head
       if (hibernated !== undefined) {
         const inst = hibernated
-        const at = inst.lastActive + options.shutdownAfterMillis
+        const at = inst.idleAt + options.shutdownAfterMillis
         if (next === undefined || at < next.at) next = { inst, at, action: "shutdown" }
       }
       return next !== undefined && Number.isFinite(next.at) ? next : undefined
@@ -1324,17 +1332,26 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       const eligible = action === "hibernate"
         ? inst.status === "active"
         : inst.status === "active" || inst.status === "hibernated"
-      if (inst.busy || inst.commits.length > 0 || !eligible) {
+      if (inst.busy || !eligible) {
         // A busy object is re-listed when its call finishes.
         idleActive.remove(inst)
         idleHibernated.remove(inst)
         return Effect.void
       }
+      if (inst.lastActive > inst.idleAt) {
+        // Active since it was listed: back to its place in line.
+        inst.idleList!.insert(inst, inst.lastActive)
+        return Effect.void
+      }
+      if (inst.commits.length > 0) {
+        // Its last commit has not landed yet: look again after another idle period.
+        inst.idleList!.insert(inst, clock.currentTimeMillisUnsafe())
+        return Effect.void
+      }
       if (action === "hibernate") {
         inst.state = undefined
         inst.status = "hibernated"
-        idleActive.remove(inst)
-        idleHibernated.append(inst)
+        idleHibernated.insert(inst, inst.lastActive)
         return Effect.void
       }
       if (!Mailbox.tryAcquire(inst)) return Effect.void
