@@ -409,16 +409,28 @@ export const defineObject = <
     never,
     Storage | Scheduler | Services[number]["Identifier"]
   >
-  const handlerNames = Object.keys(handlers)
-  const client = (id: string) => {
-    const methods: Record<string, (payload?: unknown) => Effect.Effect<unknown, unknown, Runtime<Name>>> = {}
-    for (const name of handlerNames) {
-      methods[name] = (payload?: unknown) => key.use((rt) => rt.call(id, name, payload))
+  // A client is one object holding its id; each method is built when it is read off the client (so reading
+  // `const { increment } = client` works too). Calls go from the caller's fiber straight into the runtime.
+  class ClientImpl {
+    readonly [clientId]: string
+    constructor(id: string) {
+      this[clientId] = id
     }
-    return methods as unknown as Client<Name, P, A, E>
   }
+  for (const name of Object.keys(handlers)) {
+    Object.defineProperty(ClientImpl.prototype, name, {
+      get(this: ClientImpl) {
+        const id = this[clientId]
+        return (payload?: unknown) =>
+          Effect.withFiber((fiber) => Context.getUnsafe(fiber.context, key).callFrom(fiber, id, name, payload))
+      }
+    })
+  }
+  const client = (id: string) => new ClientImpl(id) as unknown as Client<Name, P, A, E>
   return Object.assign(self, { layer, client })
 }
+
+const clientId: unique symbol = Symbol("@durable-object/core/clientId")
 
 // ---------------------------------------------------------------------------------------------------------
 // Generic API

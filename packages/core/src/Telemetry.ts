@@ -69,6 +69,8 @@ export const calls = Metric.counter("durable_object_calls_total", {
   incremental: true
 })
 
+const callDurationBoundaries = Metric.exponentialBoundaries({ start: 0.25, factor: 2, count: 16 })
+
 /**
  * Call duration in milliseconds (mailbox wait, handler and commit), by `object_type` and `handler`.
  *
@@ -77,7 +79,23 @@ export const calls = Metric.counter("durable_object_calls_total", {
  */
 export const callDuration = Metric.histogram("durable_object_call_duration_ms", {
   description: "Duration of durable object calls in milliseconds, waiting and committing included",
-  boundaries: Metric.exponentialBoundaries({ start: 0.25, factor: 2, count: 16 })
+  boundaries: callDurationBoundaries
+})
+
+/**
+ * `calls` and `callDuration` for one fixed set of attributes: the same series as
+ * `Metric.withAttributes(calls, attributes)`, but each its own metric, so an update resolves its series
+ * without deriving a context first, and series of different handlers do not evict each other's cached key.
+ *
+ * @internal
+ */
+export const callSeries = (attributes: Readonly<Record<string, string>>) => ({
+  calls: Metric.counter(calls.id, { description: calls.description, incremental: true, attributes }),
+  duration: Metric.histogram(callDuration.id, {
+    description: callDuration.description,
+    boundaries: callDurationBoundaries,
+    attributes
+  })
 })
 
 /**

@@ -89,6 +89,36 @@ describe("DurableObject", () => {
         assert.strictEqual(yield* DurableObject.status(Counter, "e"), "active")
       }).pipe(Effect.provide(CounterTest())))
 
+    it.effect("the members of ctx.state and ctx.alarms work when taken off their object", () => {
+      const Loose = DurableObject.defineObject({
+        name: "Loose",
+        state: Schema.Struct({ n: Schema.Number }),
+        initialState: () => ({ n: 0 }),
+        handlers: {
+          bump: {
+            success: Schema.Number,
+            handle: (_, ctx) => {
+              const { get, set, update, modify } = ctx.state
+              const { schedule, cancel, list } = ctx.alarms
+              return Effect.gen(function*() {
+                yield* set({ n: (yield* get).n + 1 })
+                yield* update((s) => ({ n: s.n + 1 }))
+                yield* schedule("ping", { in: "1 hour" })
+                yield* cancel("ping")
+                assert.deepStrictEqual(yield* Effect.orDie(list), [])
+                return yield* modify((s) => [s.n + 1, { n: s.n + 1 }])
+              })
+            }
+          }
+        },
+        alarms: { ping: { handle: () => Effect.void } }
+      })
+      return Effect.gen(function*() {
+        assert.strictEqual(yield* Loose.client("l").bump(), 3)
+        assert.strictEqual(yield* Loose.client("l").bump(), 6)
+      }).pipe(Effect.provide(DurableObjectTest.layer(Loose)))
+    })
+
     it.effect("handlers can use the services they declare", () =>
       Effect.gen(function*() {
         yield* Counter.client("s").log("hello")
@@ -462,6 +492,60 @@ describe("DurableObject", () => {
         }).pipe(Effect.provide(DurableObjectTest.layer(Slow).pipe(Layer.provide(gates.layer))))
       }))
 
+    it.effect("a call waiting past its deadline gets CallTimeout and leaves the line; the others run in order", () =>
+      Effect.gen(function*() {
+        const gates = yield* makeGates
+        yield* Effect.gen(function*() {
+          const s = Slow.client("deadline")
+          yield* s.read() // active: calls take the hot path
+          // The holder cannot be interrupted, so its own timeout cannot free the lock before the waiter's.
+          const holder = yield* Effect.forkChild(Effect.exit(s.appendStubborn({ entry: "holder", gate: "g" })))
+          yield* settle
+          yield* TestClock.adjust("10 seconds")
+          const waiter = yield* Effect.forkChild(Effect.exit(s.append({ entry: "waiter" })))
+          yield* settle
+          yield* TestClock.adjust("55 seconds") // the holder is past its deadline, the waiter not yet
+          assert.isUndefined(waiter.pollUnsafe(), "the waiter's deadline has not passed")
+          const late = yield* Effect.forkChild(Effect.exit(s.append({ entry: "late" })))
+          yield* settle
+          yield* TestClock.adjust("10 seconds") // the waiter is past its deadline; the lock is still held
+          const timedOut = failureOf(yield* Fiber.join(waiter)) as Errors.CallTimeout
+          assert.strictEqual(timedOut._tag, "CallTimeout")
+          assert.strictEqual(timedOut.handler, "append")
+          assert.isUndefined(late.pollUnsafe(), "the lock is still held")
+          yield* gates.open("g")
+          const holderError = failureOf(yield* Fiber.join(holder)) as Errors.CallTimeout
+          assert.strictEqual(holderError._tag, "CallTimeout", "a handler that ran past its deadline writes nothing")
+          assert.deepStrictEqual(yield* Fiber.join(late), Exit.succeed(["late"]))
+          assert.deepStrictEqual(yield* s.read(), ["late"])
+        }).pipe(Effect.provide(DurableObjectTest.layer(Slow).pipe(Layer.provide(gates.layer))))
+      }))
+
+    it.effect("an interrupted waiter leaves the line, and one interrupted as the lock reaches it passes it on", () =>
+      Effect.gen(function*() {
+        const gates = yield* makeGates
+        yield* Effect.gen(function*() {
+          const s = Slow.client("leave")
+          yield* s.read()
+          const holder = yield* Effect.forkChild(s.append({ entry: "holder", gate: "g" }))
+          yield* settle
+          const gone = yield* Effect.forkChild(s.append({ entry: "gone" }))
+          yield* settle
+          const next = yield* Effect.forkChild(s.append({ entry: "next" }))
+          yield* settle
+          yield* Fiber.interrupt(gone)
+          const granted = yield* Effect.forkChild(s.append({ entry: "granted" }))
+          yield* settle
+          // Opening the gate ends the holder's handler, which hands the lock to `next`; interrupting it before
+          // it resumes must hand the lock on to `granted`.
+          yield* gates.open("g")
+          yield* Fiber.interrupt(next)
+          assert.deepStrictEqual(yield* Fiber.join(holder), ["holder"])
+          assert.deepStrictEqual(yield* Fiber.join(granted), ["holder", "granted"])
+          assert.deepStrictEqual(yield* s.read(), ["holder", "granted"])
+        }).pipe(Effect.provide(DurableObjectTest.layer(Slow).pipe(Layer.provide(gates.layer))))
+      }))
+
     it.effect("a handler calling its own object gets ReentrantCall instead of a deadlock", () =>
       Effect.gen(function*() {
         const error = failureOf(yield* Effect.exit(Counter.client("self").callSelf())) as Errors.ReentrantCall
@@ -578,6 +662,22 @@ describe("DurableObject", () => {
         assert.strictEqual(yield* DurableObject.status(Counter, "busy"), "active")
         yield* TestClock.adjust("5 minutes")
         assert.strictEqual(yield* DurableObject.status(Counter, "busy"), "hibernated")
+      }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("each object hibernates after its own last activity, whatever order they were first used in", () =>
+      Effect.gen(function*() {
+        const a = Counter.client("first")
+        const b = Counter.client("second")
+        yield* a.get() // t = 0
+        yield* TestClock.adjust("1 minute")
+        yield* b.get() // t = 1 min
+        yield* TestClock.adjust("2 minutes")
+        yield* a.get() // t = 3 min: `first` is now the more recently active
+        yield* TestClock.adjust("3 minutes") // t = 6 min
+        assert.strictEqual(yield* DurableObject.status(Counter, "second"), "hibernated")
+        assert.strictEqual(yield* DurableObject.status(Counter, "first"), "active")
+        yield* TestClock.adjust("2 minutes") // t = 8 min
+        assert.strictEqual(yield* DurableObject.status(Counter, "first"), "hibernated")
       }).pipe(Effect.provide(CounterTest())))
 
     it.effect("stop runs onShutdown after the call in progress and keeps the stored state", () =>

@@ -98,6 +98,19 @@ export const Slow = DurableObject.defineObject({
           return log
         })
     },
+    /** Like `append` with a gate, but the wait cannot be interrupted (so a timeout cannot free the lock). */
+    appendStubborn: {
+      payload: Schema.Struct({ entry: Schema.String, gate: Schema.String }),
+      success: Schema.Array(Schema.String),
+      handle: ({ entry, gate }, ctx) =>
+        Effect.gen(function*() {
+          const before = yield* ctx.state.get
+          yield* Effect.uninterruptible(Effect.flatMap(Gate, (g) => g.wait(gate)))
+          const log = [...before.log, entry]
+          yield* ctx.state.set({ log })
+          return log
+        })
+    },
     read: { success: Schema.Array(Schema.String), handle: (_, ctx) => Effect.map(ctx.state.get, (s) => s.log) }
   },
   options: { mailboxCapacity: 2, callTimeout: "1 minute" }

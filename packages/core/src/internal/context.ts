@@ -132,28 +132,58 @@ export const stageAlarm = (cell: Cell, put: AlarmPut) => {
 export const touchedAlarm = (cell: Cell, name: string): boolean =>
   cell.alarms !== undefined && (cell.alarms.removeAll || cell.alarms.remove.has(name) || cell.alarms.put.has(name))
 
-export const makeContext = (env: ContextEnv, id: string, cell: Cell): ObjectContext<unknown, any> => ({
-  objectType: env.objectType,
-  id,
-  state: {
-    get: Effect.sync(() => cell.state),
-    set: (state) =>
+/**
+ * A handler's state accessor. Its members are getters that build what they return on use, so a context
+ * (built for every call) costs one object here instead of a closure per member; a member read off the
+ * accessor (`const { set } = ctx.state`) still works on its own.
+ */
+class StateAccessImpl {
+  readonly cell: Cell
+  constructor(cell: Cell) {
+    this.cell = cell
+  }
+  get get(): Effect.Effect<unknown> {
+    const cell = this.cell
+    return Effect.sync(() => cell.state)
+  }
+  get set(): (state: unknown) => Effect.Effect<void> {
+    const cell = this.cell
+    return (state) =>
       Effect.sync(() => {
         cell.state = state
-      }),
-    update: (f) =>
+      })
+  }
+  get update(): (f: (state: unknown) => unknown) => Effect.Effect<void> {
+    const cell = this.cell
+    return (f) =>
       Effect.sync(() => {
         cell.state = f(cell.state)
-      }),
-    modify: (f) =>
+      })
+  }
+  get modify(): <A>(f: (state: unknown) => readonly [A, unknown]) => Effect.Effect<A> {
+    const cell = this.cell
+    return (f) =>
       Effect.sync(() => {
         const [a, state] = f(cell.state)
         cell.state = state
         return a
       })
-  },
-  alarms: {
-    schedule: (name: string, when: When, ...payload: Array<unknown>) =>
+  }
+}
+
+/** A handler's alarm accessor: like `StateAccessImpl`, members built on use. */
+class AlarmsAccessImpl {
+  readonly env: ContextEnv
+  readonly id: string
+  readonly cell: Cell
+  constructor(env: ContextEnv, id: string, cell: Cell) {
+    this.env = env
+    this.id = id
+    this.cell = cell
+  }
+  get schedule(): (name: string, when: When, ...payload: Array<unknown>) => Effect.Effect<void> {
+    const { cell, env } = this
+    return (name, when, ...payload) =>
       Effect.suspend(() => {
         const codec = env.alarmCodecs.get(name)
         if (codec === undefined) {
@@ -163,20 +193,29 @@ export const makeContext = (env: ContextEnv, id: string, cell: Cell): ObjectCont
         if (Exit.isFailure(encoded)) return Effect.die(encoded.cause)
         return Effect.map(resolveWhen(when, env.clock.currentTimeMillisUnsafe()), ({ cron, fireAt }) =>
           stageAlarm(cell, { name, fireAt, payload: encoded.value, cron }))
-      }),
-    cancel: (name: string) =>
+      })
+  }
+  get cancel(): (name: string) => Effect.Effect<void> {
+    const cell = this.cell
+    return (name) =>
       Effect.sync(() => {
         const ops = opsOf(cell)
         ops.put.delete(name)
         ops.remove.add(name)
-      }),
-    cancelAll: Effect.sync(() => {
+      })
+  }
+  get cancelAll(): Effect.Effect<void> {
+    const cell = this.cell
+    return Effect.sync(() => {
       const ops = opsOf(cell)
       ops.removeAll = true
       ops.remove.clear()
       ops.put.clear()
-    }),
-    list: Effect.map(env.listStored(id), (stored) => {
+    })
+  }
+  get list(): Effect.Effect<ReadonlyArray<AlarmInfo>, StorageError> {
+    const { cell, env } = this
+    return Effect.map(env.listStored(this.id), (stored) => {
       const ops = cell.alarms
       const byName = new Map<string, AlarmRecord>()
       if (ops === undefined || !ops.removeAll) {
@@ -192,5 +231,12 @@ export const makeContext = (env: ContextEnv, id: string, cell: Cell): ObjectCont
         .toSorted((a, b) => a.fireAt - b.fireAt || (a.name < b.name ? -1 : 1))
         .map((record) => toAlarmInfo(env, record))
     })
-  } as ObjectContext<unknown, any>["alarms"]
+  }
+}
+
+export const makeContext = (env: ContextEnv, id: string, cell: Cell): ObjectContext<unknown, any> => ({
+  objectType: env.objectType,
+  id,
+  state: new StateAccessImpl(cell) as ObjectContext<unknown, any>["state"],
+  alarms: new AlarmsAccessImpl(env, id, cell) as unknown as ObjectContext<unknown, any>["alarms"]
 })

@@ -1,16 +1,19 @@
 /**
- * An intrusive doubly linked list of idle objects, oldest first: O(1) to append, remove and read the head.
+ * An intrusive doubly linked list of idle objects, ordered by `idleAt` (oldest first): O(1) to remove and
+ * read the head, and to add at the end (an insert searches from the end, and the usual one belongs there).
  * (A `Map` in insertion order is not: after many deletions at its front, reading its first entry walks over
  * every deleted slot until V8 rehashes, which made idle expiry quadratic under churn.)
  *
  * @internal
  */
 
-/** What an element carries: its links, and the list it is on. */
+/** What an element carries: its links, the list it is on, and the time its place reflects. */
 export interface IdleNode {
   idlePrev: IdleNode | undefined
   idleNext: IdleNode | undefined
   idleList: IdleList<IdleNode> | undefined
+  /** The time the element's place in its list reflects (it may have been active since). */
+  idleAt: number
 }
 
 export class IdleList<N extends IdleNode> {
@@ -31,14 +34,18 @@ export class IdleList<N extends IdleNode> {
     this.size--
   }
 
-  /** Moves `node` to the end of this list (off whichever list it was on). */
-  append(node: N): void {
+  /** Moves `node` to its place for `at` in this list (off whichever list it was on). */
+  insert(node: N, at: number): void {
     ;(node.idleList as IdleList<N> | undefined)?.remove(node)
-    node.idlePrev = this.tail
-    node.idleNext = undefined
-    if (this.tail === undefined) this.head = node
-    else this.tail.idleNext = node
-    this.tail = node
+    node.idleAt = at
+    let after = this.tail as IdleNode | undefined
+    while (after !== undefined && after.idleAt > at) after = after.idlePrev
+    node.idlePrev = after
+    node.idleNext = after === undefined ? this.head : after.idleNext
+    if (node.idleNext === undefined) this.tail = node
+    else node.idleNext.idlePrev = node
+    if (after === undefined) this.head = node
+    else after.idleNext = node
     node.idleList = this as unknown as IdleList<IdleNode>
     this.size++
   }

@@ -1,5 +1,5 @@
 /**
- * The per-object mailbox: a FIFO lock with a bounded queue of waiters.
+ * The per-object mailbox: a FIFO lock with a bounded queue of waiters, and the deadlines of waiting calls.
  *
  * Handlers run on their callers' fibers, one at a time per object, in arrival order; the lock hands itself
  * to the next waiter directly, so a busy object never spins or re-contends. No fiber exists per object: an
@@ -7,12 +7,26 @@
  *
  * @internal
  */
-import { Effect } from "effect"
+import { Effect, type Fiber } from "effect"
+
+/** A place in the runtime's deadline list (see `Deadlines`). */
+export interface Deadline {
+  /** When the entry expires, in the runtime clock's epoch milliseconds. */
+  deadline: number
+  /** Called once, by the timer, when the entry is still listed at its deadline (after it is unlisted). */
+  onExpire: (() => void) | undefined
+  deadlinePrev: Deadline | undefined
+  deadlineNext: Deadline | undefined
+  deadlineListed: boolean
+}
 
 /** One caller's place in line. `granted` turns true when the lock is handed to it. */
-export interface Ticket {
+export interface Ticket extends Deadline {
   granted: boolean
+  /** Resumes the waiting fiber once the lock is its own (set while it waits). */
   resume: (() => void) | undefined
+  /** Where the waiting fiber's hand-off is scheduled. */
+  dispatcher: Fiber.Fiber<unknown, unknown>["currentDispatcher"] | undefined
 }
 
 export interface Mailbox {
@@ -20,7 +34,92 @@ export interface Mailbox {
   waiters: Array<Ticket>
 }
 
-export const makeTicket = (): Ticket => ({ granted: false, resume: undefined })
+export const makeTicket = (): Ticket => ({
+  granted: false,
+  resume: undefined,
+  dispatcher: undefined,
+  deadline: Infinity,
+  onExpire: undefined,
+  deadlinePrev: undefined,
+  deadlineNext: undefined,
+  deadlineListed: false
+})
+
+/**
+ * Hands locks to waiting fibers. A release never resumes the next waiter on its own stack (a long queue
+ * would drain as one ever deeper synchronous chain): it queues the waiter here, and one scheduler task
+ * resumes queued waiters one after another, each on a fresh stack, until a budget is spent; the rest go on
+ * in the next task. A queue of waiters thus drains `budget` calls per scheduler turn instead of one, and the
+ * event loop gets a turn between budgets.
+ */
+export interface Handoff {
+  readonly ready: Array<Ticket>
+  readonly budget: number
+  scheduled: boolean
+  readonly run: () => void
+}
+
+export const makeHandoff = (budget: number): Handoff => {
+  const handoff: Handoff = {
+    ready: [],
+    budget,
+    scheduled: false,
+    run: () => {
+      const ready = handoff.ready
+      for (let n = 0; n < handoff.budget; n++) {
+        const ticket = ready.shift()
+        if (ticket === undefined) {
+          handoff.scheduled = false
+          return
+        }
+        const resume = ticket.resume
+        ticket.resume = undefined
+        resume?.()
+      }
+      if (ready.length === 0) handoff.scheduled = false
+      else ready[0]!.dispatcher!.scheduleTask(handoff.run, 0)
+    }
+  }
+  return handoff
+}
+
+/**
+ * Queues `ticket` behind the holder of the lock (the caller has checked that it is held) and waits, as
+ * `fiber`, to be resumed with `granted` once the lock is handed to it. With `deadlines`, the ticket is
+ * listed there until then, and if its deadline passes first it leaves the line and resumes with
+ * `expired()`. Interrupting the wait removes the ticket from the line, or, when the lock was already handed
+ * to it, calls `onCancelGranted` (which must release it).
+ */
+export const wait = <A, E>(
+  mailbox: Mailbox,
+  ticket: Ticket,
+  fiber: Fiber.Fiber<unknown, unknown>,
+  granted: Effect.Effect<A, E>,
+  expired: (() => Effect.Effect<A, E>) | undefined,
+  onCancelGranted: () => void,
+  deadlines: Deadlines | undefined
+): Effect.Effect<A, E> =>
+  Effect.callback<A, E>((resume) => {
+    ticket.dispatcher = fiber.currentDispatcher
+    ticket.resume = () => resume(granted)
+    mailbox.waiters.push(ticket)
+    if (deadlines !== undefined && expired !== undefined) {
+      ticket.onExpire = () => {
+        ticket.resume = undefined
+        const index = mailbox.waiters.indexOf(ticket)
+        if (index >= 0) mailbox.waiters.splice(index, 1)
+        resume(expired())
+      }
+      deadlines.insert(ticket)
+    }
+    return Effect.sync(() => {
+      deadlines?.remove(ticket)
+      ticket.resume = undefined
+      if (ticket.granted) return onCancelGranted()
+      const index = mailbox.waiters.indexOf(ticket)
+      if (index >= 0) mailbox.waiters.splice(index, 1)
+    })
+  })
 
 /**
  * Takes the lock for `ticket`, waiting in line if it is held. Fails with `onFull()` without queueing when
@@ -39,18 +138,7 @@ export const acquire = <E>(
     return Effect.void
   }
   if (mailbox.waiters.length >= capacity) return Effect.fail(onFull())
-  return Effect.callback<void>((resume) => {
-    // Resume through the scheduler: an inline resume would run the next handler on the releasing fiber's
-    // stack, so a long queue would drain as one ever deeper synchronous chain.
-    ticket.resume = () => resume(Effect.yieldNow)
-    mailbox.waiters.push(ticket)
-    return Effect.sync(() => {
-      if (!ticket.granted) {
-        const index = mailbox.waiters.indexOf(ticket)
-        if (index >= 0) mailbox.waiters.splice(index, 1)
-      }
-    })
-  })
+  return Effect.withFiber((fiber) => wait(mailbox, ticket, fiber, Effect.void, undefined, () => {}, undefined))
 }
 
 /** Takes the lock only if it is free; never waits. */
@@ -61,13 +149,73 @@ export const tryAcquire = (mailbox: Mailbox): boolean => {
 }
 
 /** Hands the lock to the next waiter, or frees it. Returns true when the lock became free. */
-export const release = (mailbox: Mailbox): boolean => {
+export const release = (handoff: Handoff, mailbox: Mailbox, deadlines: Deadlines | undefined): boolean => {
   const next = mailbox.waiters.shift()
   if (next === undefined) {
     mailbox.busy = false
     return true
   }
   next.granted = true
-  next.resume!()
+  if (next.deadlineListed) deadlines?.remove(next)
+  handoff.ready.push(next)
+  if (!handoff.scheduled) {
+    handoff.scheduled = true
+    next.dispatcher!.scheduleTask(handoff.run, 0)
+  }
   return false
+}
+
+/**
+ * The deadlines of a runtime's waiting calls, earliest first: an intrusive doubly linked list, so listing
+ * and unlisting are O(1) in the usual case (every call has the same timeout, so a new deadline is the
+ * latest), and one timer serves them all instead of one timer per waiting call.
+ */
+export class Deadlines {
+  head: Deadline | undefined = undefined
+  tail: Deadline | undefined = undefined
+
+  /** Runs whenever an insert lists a new earliest entry (to re-arm the timer). */
+  readonly onHead: (entry: Deadline) => void
+
+  constructor(onHead: (entry: Deadline) => void) {
+    this.onHead = onHead
+  }
+
+  /** Lists `entry` in deadline order (searching from the end). */
+  insert(entry: Deadline): void {
+    if (entry.deadlineListed) this.remove(entry)
+    let after = this.tail
+    while (after !== undefined && after.deadline > entry.deadline) after = after.deadlinePrev
+    entry.deadlinePrev = after
+    entry.deadlineNext = after === undefined ? this.head : after.deadlineNext
+    if (entry.deadlineNext === undefined) this.tail = entry
+    else entry.deadlineNext.deadlinePrev = entry
+    if (after === undefined) this.head = entry
+    else after.deadlineNext = entry
+    entry.deadlineListed = true
+    if (this.head === entry) this.onHead(entry)
+  }
+
+  /** Unlists `entry` if it is listed. */
+  remove(entry: Deadline): void {
+    if (!entry.deadlineListed) return
+    if (entry.deadlinePrev === undefined) this.head = entry.deadlineNext
+    else entry.deadlinePrev.deadlineNext = entry.deadlineNext
+    if (entry.deadlineNext === undefined) this.tail = entry.deadlinePrev
+    else entry.deadlineNext.deadlinePrev = entry.deadlinePrev
+    entry.deadlinePrev = undefined
+    entry.deadlineNext = undefined
+    entry.deadlineListed = false
+  }
+
+  /** Unlists and expires every entry whose deadline is at or before `now`. */
+  expire(now: number): void {
+    while (this.head !== undefined && this.head.deadline <= now) {
+      const entry = this.head
+      this.remove(entry)
+      const onExpire = entry.onExpire
+      entry.onExpire = undefined
+      onExpire?.()
+    }
+  }
 }

@@ -4,7 +4,7 @@
  *
  * @internal
  */
-import { Cause, Clock, Context, DateTime, Effect, Exit, Fiber, Latch, Metric, Schema, Scope } from "effect"
+import { Cause, Clock, Context, DateTime, Effect, Exit, Fiber, Latch, Metric, Schema, Scope, Tracer } from "effect"
 import { type AlarmInfo, retryDelayMillis, type When } from "../Alarms.ts"
 import type { AnyAlarmHandler, AnyDefinition, AnyHandler, Status } from "../DurableObject.ts"
 import {
@@ -48,6 +48,13 @@ export const RuntimeTypeId = "~@durable-object/core/Runtime" as const
 export interface ObjectRuntime {
   readonly call: (id: string, handler: string, payload: unknown) => Effect.Effect<unknown, unknown>
   readonly callEncoded: (id: string, handler: string, payload: unknown) => Effect.Effect<unknown, unknown>
+  /** `call` from inside `fiber` (the client's path: one step fewer). */
+  readonly callFrom: (
+    fiber: Fiber.Fiber<unknown, unknown>,
+    id: string,
+    handler: string,
+    payload: unknown
+  ) => Effect.Effect<unknown, unknown>
   readonly stop: (id: string) => Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict | HandlerDefect>
   readonly delete: (id: string) => Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict>
   readonly status: (id: string) => Effect.Effect<Status>
@@ -120,6 +127,12 @@ interface Prepared {
 }
 
 const RETRY: unique symbol = Symbol.for("@durable-object/core/internal/retry")
+
+/**
+ * Lock hand-offs resumed per scheduler turn: enough that a long queue on one object is not paced by the
+ * event loop, few enough that the loop gets a turn every millisecond or so.
+ */
+const handoffBudget = 256
 
 const encoder = new TextEncoder()
 
@@ -222,7 +235,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       const attributes = { object_type: objectType, handler: name }
       const outcomes = {} as Record<Telemetry.CallOutcome, Metric.Metric<number, unknown>>
       for (const outcome of outcomeNames) {
-        outcomes[outcome] = Metric.withAttributes(Telemetry.calls, { ...attributes, outcome })
+        outcomes[outcome] = Telemetry.callSeries({ ...attributes, outcome }).calls
       }
       prepared.set(name, {
         name,
@@ -241,7 +254,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           [Telemetry.attributes.handler]: name
         },
         outcomes,
-        duration: Metric.withAttributes(Telemetry.callDuration, attributes)
+        duration: Telemetry.callSeries(attributes).duration
       })
     }
     const handlerNames = Array.from(prepared.keys())
@@ -261,6 +274,19 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
 
     const hibernates = options.hibernateAfterMillis < options.shutdownAfterMillis
     const maxPendingCommits = Math.max(1, options.mailboxCapacity)
+
+    // Lock hand-offs to waiting callers, resumed in batches per scheduler turn (see `Mailbox.Handoff`).
+    const handoff = Mailbox.makeHandoff(handoffBudget)
+    // The deadlines of waiting and suspended calls, served by one timer fiber (below) instead of a timer per
+    // call. `timerTarget` is when that fiber wakes next: an earlier new deadline must wake it sooner.
+    const timed = Number.isFinite(options.callTimeoutMillis)
+    const wakeTimer = Latch.makeUnsafe(false)
+    let timerTarget = Infinity
+    const deadlines = timed
+      ? new Mailbox.Deadlines((entry) => {
+        if (entry.deadline < timerTarget) wakeTimer.openUnsafe()
+      })
+      : undefined
 
     const instanceFor = (id: string): Instance => {
       let inst = objects.get(id)
@@ -283,7 +309,8 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           waiters: [],
           idlePrev: undefined,
           idleNext: undefined,
-          idleList: undefined
+          idleList: undefined,
+          idleAt: 0
         }
         objects.set(id, inst)
       }
@@ -308,14 +335,26 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       if (objects.get(inst.id) === inst) objects.delete(inst.id)
     }
 
+    // The time a synchronous call step started, while it runs (see `measured`).
+    let stepTime: number | undefined
+
+    /**
+     * Notes that `inst` was just active. An object already on the idle list stays where it is (moving it on
+     * every call costs cache misses on its neighbours): the sweeper puts it back in order when it reaches it.
+     */
     const touch = (inst: Instance) => {
-      inst.lastActive = clock.currentTimeMillisUnsafe()
-      idleActive.append(inst)
-      if (idleActive.size === 1) wakeSweeper.openUnsafe()
+      const now = stepTime ?? clock.currentTimeMillisUnsafe()
+      inst.lastActive = now
+      if (inst.idleList === (idleActive as IdleList<IdleNode>)) return
+      // Only a list that was empty can have left the sweeper asleep with nothing to wait for; waking it on
+      // every call would cost it a new timer per call. (Open the latch last: it may run the sweeper inline.)
+      const wasEmpty = idleActive.size === 0
+      idleActive.insert(inst, now)
+      if (wasEmpty) wakeSweeper.openUnsafe()
     }
 
     const releaseLock = (inst: Instance) => {
-      if (!Mailbox.release(inst)) return
+      if (!Mailbox.release(handoff, inst, deadlines)) return
       if (inst.status === "active") touch(inst)
       else if (inst.status === "unloaded") markStopped(inst)
     }
@@ -344,21 +383,35 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     const alarmNames = Object.keys(alarmSpecs)
     const makeContext = (id: string, cell: Cell) => makeObjectContext(env, id, cell)
 
-    /**
-     * Runs user code with the declared services and the call chain, turning defects into `HandlerDefect`.
-     * Interruptions pass through untouched.
-     */
     /** Gives user code the declared services and the call chain (for `ReentrantCall`). */
     const provideUser = <A, E>(
       inst: Instance,
       chain: ReadonlyArray<string>,
       effect: Effect.Effect<A, E, unknown>
-    ): Effect.Effect<A, E> => {
-      const nextChain = chain.length === 0 ? inst.selfChain : [...chain, inst.chainKey]
-      return Effect.updateContext(effect as Effect.Effect<A, E>, (context: Context.Context<never>) => {
-        const withChain = Context.add(context, CallChain, nextChain)
-        return services === undefined ? withChain : Context.merge(withChain, services)
-      })
+    ): Effect.Effect<A, E> =>
+      Effect.updateContext(effect as Effect.Effect<A, E>, (context: Context.Context<never>) =>
+        userContext(context, inst, chain))
+
+    // Merging the declared services copies the whole context; callers mostly share one, so the last merge is
+    // kept.
+    let lastCallerContext: Context.Context<never> | undefined
+    let lastWithServices: Context.Context<never> | undefined
+
+    /** The context user code of `inst` runs with: its caller's, the declared services, and the call chain. */
+    const userContext = (
+      caller: Context.Context<never>,
+      inst: Instance,
+      chain: ReadonlyArray<string>
+    ): Context.Context<never> => {
+      let base = caller
+      if (services !== undefined) {
+        if (caller !== lastCallerContext) {
+          lastWithServices = Context.merge(caller, services)
+          lastCallerContext = caller
+        }
+        base = lastWithServices!
+      }
+      return Context.add(base, CallChain, chain.length === 0 ? inst.selfChain : [...chain, inst.chainKey])
     }
 
     /** A failure of user code as the caller sees it: defects become `HandlerDefect`; the rest passes. */
@@ -366,9 +419,9 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       inst: Instance,
       handler: string,
       cause: Cause.Cause<E>
-    ): Effect.Effect<never, E | HandlerDefect> =>
+    ): Exit.Exit<never, E | HandlerDefect> =>
       Cause.hasDies(cause) && !Cause.hasInterruptsOnly(cause)
-        ? Effect.fail(
+        ? Exit.fail(
           new HandlerDefect({
             objectType,
             objectId: inst.id,
@@ -377,7 +430,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
             pretty: Cause.pretty(cause)
           })
         )
-        : Effect.failCause(cause)
+        : Exit.failCause(cause)
 
     /**
      * Runs user code with the declared services and the call chain, turning defects into `HandlerDefect`.
@@ -389,7 +442,8 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       chain: ReadonlyArray<string>,
       effect: Effect.Effect<A, E, unknown>
     ): Effect.Effect<A, E | HandlerDefect> =>
-      Effect.catchCause(provideUser(inst, chain, effect), (cause) => userFailure(inst, handler, cause))
+      Effect.catchCause(provideUser(inst, chain, effect), (cause) =>
+        userFailure(inst, handler, cause))
 
     /**
      * Commits the head group of `inst` and then the next ones, in order. A failed commit fails its group
@@ -471,14 +525,22 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       handler: string,
       cell: Cell
     ): Effect.Effect<CommitGroup | undefined, HandlerDefect> =>
-      Effect.contextWith((context: Context.Context<never>) => stageWith(inst, handler, cell, context))
+      Effect.contextWith((context: Context.Context<never>) => {
+        const staged = stageNow(inst, handler, cell, context)
+        return staged !== undefined && Exit.isExit(staged) ? staged : Effect.succeed(staged)
+      })
 
-    const stageWith = (
+    /**
+     * `stage` as one synchronous step, for the call path: returns the group, or the failure. A new drain is
+     * started on the spot (not by an effect the caller might never run once interrupted), with `context`
+     * (the caller's) as its parent's.
+     */
+    const stageNow = (
       inst: Instance,
       handler: string,
       cell: Cell,
       context: Context.Context<never>
-    ): Effect.Effect<CommitGroup | undefined, HandlerDefect> => {
+    ): CommitGroup | undefined | Exit.Exit<never, HandlerDefect> => {
       const ops = cell.alarms
       const alarmChanges = cell.fired !== undefined ||
         (ops !== undefined && (ops.removeAll || ops.remove.size > 0 || ops.put.size > 0))
@@ -487,7 +549,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       if (cell.state !== inst.state) {
         const encoded = encodeState(cell.state)
         if (Exit.isFailure(encoded)) {
-          return Effect.fail(
+          return Exit.fail(
             new HandlerDefect({
               objectType,
               objectId: inst.id,
@@ -503,13 +565,14 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           stateChanged = true
         }
       }
-      const last = inst.commits.at(-1)
-      if (!stateChanged && !alarmChanges) return Effect.succeed(last)
+      const commits = inst.commits
+      const last = commits.length === 0 ? undefined : commits[commits.length - 1]
+      if (!stateChanged && !alarmChanges) return last
       inst.state = cell.state
       inst.json = json
       if (!alarmChanges && last !== undefined && !last.started && last.alarms === undefined) {
         last.json = json
-        return Effect.succeed(last)
+        return last
       }
       const puts = ops === undefined ? [] : Array.from(ops.put.values())
       const group: CommitGroup = {
@@ -528,11 +591,13 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         wakeAt: puts.length > 0 ? Math.min(...puts.map((p) => p.fireAt)) : undefined,
         context
       }
-      inst.commits.push(group)
-      if (inst.draining !== undefined) return Effect.succeed(group)
-      const token = {}
-      inst.draining = token
-      return Effect.as(Effect.forkIn(drain(inst, token), runtimeScope), group)
+      commits.push(group)
+      if (inst.draining === undefined) {
+        const token = {}
+        inst.draining = token
+        Effect.runForkWith(context)(Effect.forkIn(drain(inst, token), runtimeScope))
+      }
+      return group
     }
 
     /** Stages `cell` and waits until it is durable: for hooks and administrative writes. */
@@ -607,14 +672,17 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     const overloaded = (inst: Instance) => () =>
       new ObjectOverloaded({ objectType, objectId: inst.id, mailboxCapacity: options.mailboxCapacity })
 
-    const withTimeout = <A, E>(inst: Instance, handler: string, effect: Effect.Effect<A, E>) =>
-      Number.isFinite(options.callTimeoutMillis)
+    const callTimeout = (inst: Instance, handler: string) =>
+      new CallTimeout({ objectType, objectId: inst.id, handler, timeoutMillis: options.callTimeoutMillis })
+
+    /** Bounds `effect` by the call timeout, or by what is left of it until `deadline`. */
+    const withTimeout = <A, E>(inst: Instance, handler: string, effect: Effect.Effect<A, E>, deadline?: number) =>
+      timed
         ? Effect.timeoutOrElse(effect, {
-          duration: options.callTimeoutMillis,
-          orElse: () =>
-            Effect.fail(
-              new CallTimeout({ objectType, objectId: inst.id, handler, timeoutMillis: options.callTimeoutMillis })
-            )
+          duration: deadline === undefined
+            ? options.callTimeoutMillis
+            : Math.max(0, deadline - clock.currentTimeMillisUnsafe()),
+          orElse: () => Effect.fail(callTimeout(inst, handler))
         })
         : effect
 
@@ -630,26 +698,25 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
      * a commit, releases the object to the next caller at once (which may run on this not-yet-durable
      * state), and releases this caller's reply only when the commit it depends on is durable: the output
      * gate. Nothing is staged when `run` fails; a failed commit fails every reply that depended on it.
+     *
+     * With `held`, the caller already holds the lock of `held.inst` (granted by the mailbox) and has until
+     * `held.deadline`.
      */
     const exclusive = <A, E>(
       id: string,
       label: string,
       capacity: number,
       chain: ReadonlyArray<string>,
-      run: (inst: Instance) => Effect.Effect<readonly [A, Cell], E>
+      run: (inst: Instance) => Effect.Effect<readonly [A, Cell], E>,
+      held?: { readonly inst: Instance; readonly deadline: number }
     ) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.gen(function*() {
+          let holding = held
           while (true) {
-            if (closing) return yield* new RuntimeShutdown({ objectType })
-            const inst = instanceFor(id)
-            const ticket = Mailbox.makeTicket()
             let epoch = -1
-            const ran = yield* Effect.exit(restore(withTimeout(
-              inst,
-              label,
+            const body = (inst: Instance) =>
               Effect.gen(function*() {
-                yield* Mailbox.acquire(inst, ticket, capacity, overloaded(inst))
                 if (inst.status === "stopped") return RETRY
                 if (inst.status === "unloaded") yield* activate(inst, chain)
                 else if (inst.status === "hibernated") yield* wake(inst)
@@ -658,8 +725,23 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
                 epoch = inst.epoch
                 return yield* run(inst)
               })
-            )))
-            if (!ticket.granted) return yield* (ran as Exit.Exit<never, E | ObjectOverloaded | CallTimeout>)
+            let inst: Instance
+            let ran: Exit.Exit<typeof RETRY | readonly [A, Cell], unknown>
+            if (holding !== undefined) {
+              inst = holding.inst
+              ran = yield* Effect.exit(restore(withTimeout(inst, label, body(inst), holding.deadline)))
+              holding = undefined
+            } else {
+              if (closing) return yield* new RuntimeShutdown({ objectType })
+              inst = instanceFor(id)
+              const ticket = Mailbox.makeTicket()
+              ran = yield* Effect.exit(restore(withTimeout(
+                inst,
+                label,
+                Effect.andThen(Mailbox.acquire(inst, ticket, capacity, overloaded(inst)), body(inst))
+              )))
+              if (!ticket.granted) return yield* (ran as Exit.Exit<never, E | ObjectOverloaded | CallTimeout>)
+            }
             if (Exit.isSuccess(ran) && ran.value === RETRY) {
               releaseLock(inst)
               continue
@@ -667,7 +749,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
             if (Exit.isFailure(ran)) {
               releaseLock(inst)
               if (inst.status !== "active") yield* reportLoaded
-              return yield* ran
+              return yield* (ran as Exit.Exit<never, unknown>)
             }
             const [reply, cell] = ran.value as readonly [A, Cell]
             return yield* finishRun(inst, label, epoch, cell, reply, restore)
@@ -686,6 +768,24 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       cell: Cell,
       reply: A,
       restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
+    ): Effect.Effect<A, CommitError | HandlerDefect> =>
+      Effect.contextWith((context: Context.Context<never>) => {
+        const result = finishNow(context, inst, label, epoch, cell, reply)
+        return Exit.isExit(result) ? result : restore(result)
+      })
+
+    /**
+     * `finishRun` as one synchronous step: stages the run's changes, releases the lock, and returns the
+     * reply, or the wait for the commit it depends on (which the caller may abandon: nothing else hangs on
+     * it).
+     */
+    const finishNow = <A>(
+      context: Context.Context<never>,
+      inst: Instance,
+      label: string,
+      epoch: number,
+      cell: Cell,
+      reply: A
     ): Effect.Effect<A, CommitError | HandlerDefect> => {
       if (
         cell.state === inst.state && cell.alarms === undefined && cell.fired === undefined &&
@@ -693,152 +793,264 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       ) {
         // Nothing changed: the reply only waits for the commits whose state it saw.
         releaseLock(inst)
-        const last = inst.commits.at(-1)
-        return last === undefined ? Effect.succeed(reply) : restore(Effect.as(awaitGroup(last), reply))
+        const commits = inst.commits
+        return commits.length === 0 ? Exit.succeed(reply) : Effect.as(awaitGroup(commits[commits.length - 1]!), reply)
       }
-      const staged:
-        | Exit.Exit<CommitGroup | undefined, CommitError | HandlerDefect>
-        | Effect.Effect<
-          CommitGroup | undefined,
-          HandlerDefect
-        > = inst.epoch !== epoch || inst.status !== "active"
-          // An earlier commit failed while this ran: the state it saw was speculative and is gone.
-          ? Exit.fail(
-            inst.rollback?.epoch === epoch
-              ? inst.rollback.error
-              : new StorageError({ operation: "commit", detail: "the object was reloaded while the call ran" })
-          )
-          : stage(inst, label, cell)
-      return Effect.flatMap(Effect.exit(staged), (exit): Effect.Effect<A, CommitError | HandlerDefect> => {
-        releaseLock(inst)
-        const report = inst.status === "active" ? Effect.void : reportLoaded
-        if (Exit.isFailure(exit)) return Effect.andThen(report, Effect.failCause(exit.cause))
-        const group = exit.value
-        return Effect.andThen(
-          report,
-          group === undefined ? Effect.succeed(reply) : restore(Effect.as(awaitGroup(group), reply))
+      const staged = inst.epoch !== epoch || inst.status !== "active"
+        // An earlier commit failed while this ran: the state it saw was speculative and is gone.
+        ? Exit.fail(
+          inst.rollback?.epoch === epoch
+            ? inst.rollback.error
+            : new StorageError({ operation: "commit", detail: "the object was reloaded while the call ran" })
         )
+        : stageNow(inst, label, cell, context)
+      releaseLock(inst)
+      if (inst.status !== "active") loadedGauge.updateUnsafe(loaded, context)
+      if (staged === undefined) return Exit.succeed(reply)
+      if (Exit.isExit(staged)) return staged
+      return Effect.as(awaitGroup(staged), reply)
+    }
+
+    /**
+     * Runs a call's handler while holding the lock of `inst` (active), in a fiber of its own started on the
+     * spot with the caller's context: a handler that finishes without suspending (the usual case) replies
+     * in this same synchronous step, with no timer; one that suspends can be timed out and interrupted
+     * alone.
+     */
+    const runHot = (
+      caller: Context.Context<never>,
+      inst: Instance,
+      handler: Prepared,
+      payload: unknown,
+      chain: ReadonlyArray<string>,
+      deadline: number
+    ): Effect.Effect<unknown, unknown> => {
+      const epoch = inst.epoch
+      const cell = makeCell(inst.state)
+      const ctx = makeContext(inst.id, cell)
+      const child = Effect.runForkWith(userContext(caller, inst, chain))(
+        Effect.suspend(() => handler.spec.handle(payload, ctx) as Effect.Effect<unknown, unknown>)
+      )
+      const exit = child.pollUnsafe()
+      return exit === undefined
+        ? awaitHandler(caller, inst, handler.name, epoch, cell, child, deadline)
+        : afterHandler(caller, inst, handler.name, epoch, cell, exit)
+    }
+
+    const afterHandler = (
+      caller: Context.Context<never>,
+      inst: Instance,
+      label: string,
+      epoch: number,
+      cell: Cell,
+      exit: Exit.Exit<unknown, unknown>
+    ): Effect.Effect<unknown, unknown> => {
+      if (Exit.isSuccess(exit)) return finishNow(caller, inst, label, epoch, cell, exit.value)
+      releaseLock(inst)
+      return userFailure(inst, label, exit.cause)
+    }
+
+    /**
+     * Waits for a handler that suspended. The end of its fiber, not the caller, settles the run (stages its
+     * changes and releases the lock), so the lock is released exactly once whatever happens to the caller.
+     * Interrupting the caller interrupts the handler and waits for it to stop; at the call's deadline the
+     * handler is interrupted and the call fails with `CallTimeout`. Neither writes anything.
+     */
+    const awaitHandler = (
+      caller: Context.Context<never>,
+      inst: Instance,
+      label: string,
+      epoch: number,
+      cell: Cell,
+      child: Fiber.Fiber<unknown, unknown>,
+      deadline: number
+    ): Effect.Effect<unknown, unknown> => {
+      let outcome: Effect.Effect<unknown, unknown> | undefined
+      let waiting: ((effect: Effect.Effect<unknown, unknown>) => void) | undefined
+      let timedOut = false
+      let abandoned = false
+      const entry: Mailbox.Deadline | undefined = deadlines === undefined ? undefined : {
+        deadline,
+        onExpire: () => {
+          timedOut = true
+          child.interruptUnsafe()
+        },
+        deadlinePrev: undefined,
+        deadlineNext: undefined,
+        deadlineListed: false
+      }
+      if (entry !== undefined) deadlines!.insert(entry)
+      child.addObserver((exit) => {
+        if (entry !== undefined) deadlines!.remove(entry)
+        let result: Effect.Effect<unknown, unknown>
+        if (timedOut || abandoned) {
+          // The call failed (or went away), not the handler: nothing is staged, and it is no defect.
+          releaseLock(inst)
+          result = timedOut ? Exit.fail(callTimeout(inst, label)) : exit
+        } else {
+          result = afterHandler(caller, inst, label, epoch, cell, exit)
+        }
+        if (waiting === undefined) outcome = result
+        else waiting(result)
+      })
+      return Effect.callback<unknown, unknown>((resume) => {
+        if (outcome !== undefined) return resume(outcome)
+        waiting = resume
+        return Effect.suspend(() => {
+          abandoned = true
+          return Fiber.interrupt(child)
+        })
       })
     }
 
     /**
-     * The fast path of a call to an active object whose lock is free: no waiting, no activation. The
-     * handler runs in a child fiber started on the spot, so a handler that finishes without suspending
-     * (the usual case) costs no timer; one that suspends is raced against the call timeout.
+     * Waits in the mailbox of `inst` (active when the call arrived) behind the call holding it. The wait is
+     * bounded by `deadline` through the runtime's one deadline timer. Once the lock is handed over, the call
+     * runs like one that found it free, unless the object changed meanwhile (then it takes the general path,
+     * keeping the lock).
      */
-    const fastCall = (
+    const queue = (
+      fiber: Fiber.Fiber<unknown, unknown>,
       inst: Instance,
       handler: Prepared,
       payload: unknown,
-      chain: ReadonlyArray<string>
-    ): Effect.Effect<unknown, unknown> =>
-      Effect.uninterruptibleMask((restore) => {
-        const epoch = inst.epoch
-        const cell = makeCell(inst.state)
-        const user = provideUser(
-          inst,
-          chain,
-          Effect.suspend(() => handler.spec.handle(payload, makeContext(inst.id, cell)))
-        )
-        const finish = (exit: Exit.Exit<unknown, unknown>): Effect.Effect<unknown, unknown> => {
-          if (Exit.isFailure(exit)) {
-            releaseLock(inst)
-            return userFailure(inst, handler.name, exit.cause)
-          }
-          return finishRun(inst, handler.name, epoch, cell, exit.value, restore)
-        }
-        return Effect.flatMap(Effect.forkChild(user, { startImmediately: true }), (child) => {
-          const done = child.pollUnsafe()
-          if (done !== undefined) return finish(done)
-          const awaitChild = Number.isFinite(options.callTimeoutMillis)
-            ? Effect.timeoutOrElse(Fiber.await(child), {
-              duration: options.callTimeoutMillis,
-              orElse: () =>
-                Effect.as(
-                  Fiber.interrupt(child),
-                  Exit.fail(
-                    new CallTimeout({
-                      objectType,
-                      objectId: inst.id,
-                      handler: handler.name,
-                      timeoutMillis: options.callTimeoutMillis
-                    })
-                  )
-                )
+      chain: ReadonlyArray<string>,
+      deadline: number
+    ): Effect.Effect<unknown, unknown> => {
+      const ticket = Mailbox.makeTicket()
+      ticket.deadline = deadline
+      return Mailbox.wait(
+        inst,
+        ticket,
+        fiber,
+        Effect.withFiber((fiber) =>
+          inst.status === "active" && inst.commits.length < maxPendingCommits
+            ? runHot(fiber.context, inst, handler, payload, chain, deadline)
+            : exclusive(inst.id, handler.name, options.mailboxCapacity, chain, runCall(handler, payload, chain), {
+              inst,
+              deadline
             })
-            : Fiber.await(child)
-          return Effect.flatMap(Effect.exit(restore(awaitChild)), (awaited) => {
-            if (Exit.isSuccess(awaited)) {
-              const exit = awaited.value as Exit.Exit<unknown, unknown>
-              // A timeout is the call's failure, not the handler's: it changes nothing and is no defect.
-              if (Exit.isFailure(exit) && (Cause.findError(exit.cause) as any).success instanceof CallTimeout) {
-                releaseLock(inst)
-                return exit
-              }
-              return finish(exit)
-            }
-            // The caller was interrupted while the handler ran: stop the handler, write nothing.
-            return Effect.andThen(
-              Fiber.interrupt(child),
-              Effect.suspend(() => {
-                releaseLock(inst)
-                return awaited
-              })
-            )
-          })
-        })
+        ),
+        deadlines === undefined ? undefined : () => Exit.fail(callTimeout(inst, handler.name)),
+        () => releaseLock(inst),
+        deadlines
+      )
+    }
+
+    /** The run of a call on the general path: the handler on the caller's fiber. */
+    const runCall = (handler: Prepared, payload: unknown, chain: ReadonlyArray<string>) => (inst: Instance) => {
+      const cell = makeCell(inst.state)
+      return runUser(
+        inst,
+        handler.name,
+        chain,
+        Effect.suspend(() => handler.spec.handle(payload, makeContext(inst.id, cell)))
+      ).pipe(Effect.map((reply) => [reply, cell] as const))
+    }
+
+    /** A call made from `fiber`, once its handler, id and payload are known to be valid. */
+    const execute = (
+      fiber: Fiber.Fiber<unknown, unknown>,
+      id: string,
+      inst: Instance | undefined,
+      handler: Prepared,
+      payload: unknown,
+      start: number
+    ): Effect.Effect<unknown, unknown> => {
+      const chain = fiber.getRef(CallChain)
+      if (chain.length > 0 && chain.includes(inst?.chainKey ?? `${objectType}/${id}`)) {
+        return Exit.fail(new ReentrantCall({ objectType, objectId: id, handler: handler.name, chain: [...chain] }))
+      }
+      if (closing || inst === undefined || inst.status !== "active" || inst.commits.length >= maxPendingCommits) {
+        return exclusive(id, handler.name, options.mailboxCapacity, chain, runCall(handler, payload, chain))
+      }
+      const deadline = start + options.callTimeoutMillis
+      if (Mailbox.tryAcquire(inst)) return runHot(fiber.context, inst, handler, payload, chain, deadline)
+      if (inst.waiters.length >= options.mailboxCapacity) return Exit.fail(overloaded(inst)())
+      return queue(fiber, inst, handler, payload, chain, deadline)
+    }
+
+    // What a metric update reads from its context is the registry and the extra attributes; resolving them
+    // from a small context of their own is cheaper than from the caller's, which callers mostly share.
+    let lastMetricSource: Context.Context<never> | undefined
+    let lastMetricContext: Context.Context<never> = Context.empty()
+    const metricContext = (context: Context.Context<never>): Context.Context<never> => {
+      if (context !== lastMetricSource) {
+        lastMetricSource = context
+        lastMetricContext = Context.add(
+          Context.make(Metric.MetricRegistry, Context.get(context, Metric.MetricRegistry)),
+          Metric.CurrentMetricAttributes,
+          Context.get(context, Metric.CurrentMetricAttributes)
+        )
+      }
+      return lastMetricContext
+    }
+
+    /** Records a call's outcome and duration. */
+    const record = (
+      handler: Prepared,
+      callerContext: Context.Context<never>,
+      start: number,
+      exit: Exit.Exit<unknown, unknown>
+    ) => {
+      const context = metricContext(callerContext)
+      handler.outcomes[outcomeOf(exit)].updateUnsafe(1, context)
+      handler.duration.updateUnsafe(clock.currentTimeMillisUnsafe() - start, context)
+    }
+
+    /** `execute` with its outcome and duration recorded (synchronously when it settles at once). */
+    const measured = (
+      fiber: Fiber.Fiber<unknown, unknown>,
+      id: string,
+      inst: Instance | undefined,
+      handler: Prepared,
+      payload: unknown
+    ): Effect.Effect<unknown, unknown> => {
+      const context = fiber.context
+      const start = clock.currentTimeMillisUnsafe()
+      // Whatever this step releases was last active now (one clock read fewer per call).
+      const outerStep = stepTime
+      stepTime = start
+      const result = execute(fiber, id, inst, handler, payload, start)
+      stepTime = outerStep
+      if (Exit.isExit(result)) {
+        record(handler, context, start, result)
+        return result
+      }
+      return Effect.onExit(result, (exit) => {
+        record(handler, context, start, exit)
+        return Effect.void
       })
+    }
 
-    const execute = (id: string, handler: Prepared, payload: unknown): Effect.Effect<unknown, unknown> =>
-      Effect.flatMap(CallChain, (chain: ReadonlyArray<string>) => {
-        if (chain.length > 0 && chain.includes(`${objectType}/${id}`)) {
-          return Effect.fail(new ReentrantCall({ objectType, objectId: id, handler: handler.name, chain: [...chain] }))
-        }
-        const inst = objects.get(id)
-        if (
-          !closing && inst !== undefined && inst.status === "active" && inst.commits.length < maxPendingCommits &&
-          Mailbox.tryAcquire(inst)
-        ) {
-          return fastCall(inst, handler, payload, chain)
-        }
-        return exclusive(id, handler.name, options.mailboxCapacity, chain, (inst) => {
-          const cell = makeCell(inst.state)
-          return runUser(
-            inst,
-            handler.name,
-            chain,
-            Effect.suspend(() => handler.spec.handle(payload, makeContext(inst.id, cell)))
-          ).pipe(Effect.map((reply) => [reply, cell] as const))
-        })
-      })
-
-    /** Records a call's outcome and duration, inside its span. */
-    const instrumented = (handler: Prepared, id: string, effect: Effect.Effect<unknown, unknown>) =>
-      Effect.suspend(() => {
-        const start = clock.currentTimeMillisUnsafe()
-        return Effect.onExit(effect, (exit) =>
-          Effect.contextWith((context: Context.Context<never>) => {
-            // One synchronous step instead of two metric effects: this runs on every call.
-            handler.outcomes[outcomeOf(exit)].updateUnsafe(1, context)
-            handler.duration.updateUnsafe(clock.currentTimeMillisUnsafe() - start, context)
-            return Effect.void
-          }))
-      }).pipe(span(Telemetry.spanCall, { ...handler.attributes, [Telemetry.attributes.objectId]: id }))
-
-    const prepareCall = (id: string, name: string, input: unknown, encoded: boolean) => {
+    /**
+     * A call from `fiber`. Spans are only made when a tracer that can export them is installed: with
+     * Effect's default in-memory tracer nobody can see them, and they would cost more than the call.
+     */
+    const callFrom = (
+      fiber: Fiber.Fiber<unknown, unknown>,
+      id: string,
+      name: string,
+      input: unknown,
+      encoded: boolean
+    ): Effect.Effect<unknown, unknown> => {
       const handler = prepared.get(name)
       if (handler === undefined) {
-        return Effect.fail(new UnknownHandler({ objectType, handler: String(name), known: handlerNames }))
+        return Exit.fail(new UnknownHandler({ objectType, handler: String(name), known: handlerNames }))
       }
-      const idError = checkId(objectType, id)
-      if (idError !== undefined) return Effect.fail(idError)
+      // A loaded object's id was checked when it was loaded.
+      const inst = objects.get(id)
+      if (inst === undefined) {
+        const idError = checkId(objectType, id)
+        if (idError !== undefined) return Exit.fail(idError)
+      }
       let payload: unknown = undefined
       const decode = encoded ? handler.decodeEncoded : handler.validate
       if (decode !== undefined) {
         const decoded = decode(input)
         if (Exit.isFailure(decoded)) {
           const error = Cause.findError(decoded.cause)
-          return Effect.fail(
+          return Exit.fail(
             new InvalidPayload({
               objectType,
               handler: name,
@@ -848,14 +1060,18 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         }
         payload = decoded.value
       }
-      return instrumented(handler, id, execute(id, handler, payload)).pipe(
-        encoded && handler.encodeSuccess !== undefined
-          ? Effect.flatMap((reply) => {
-            const out = handler.encodeSuccess!(reply)
-            return Exit.isSuccess(out) ? Effect.succeed(out.value) : Effect.die(out.cause)
-          })
-          : (self) => self
-      )
+      const cache = fiber.cache
+      const call = cache.tracerEnabled && cache.tracer !== undefined && cache.tracer !== Tracer.nativeTracer
+        ? Effect.withFiber((fiber) => measured(fiber, id, objects.get(id), handler, payload)).pipe(
+          span(Telemetry.spanCall, { ...handler.attributes, [Telemetry.attributes.objectId]: id })
+        )
+        : measured(fiber, id, inst, handler, payload)
+      if (!encoded || handler.encodeSuccess === undefined) return call
+      const encodeSuccess = handler.encodeSuccess
+      return Effect.flatMap(call, (reply) => {
+        const out = encodeSuccess(reply)
+        return Exit.isSuccess(out) ? Exit.succeed(out.value) : Effect.die(out.cause)
+      })
     }
 
     // ---------------------------------------------------------------------------------------------------
@@ -1098,14 +1314,15 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       const active = idleActive.head
       if (active !== undefined) {
         const inst = active
+        // No object on the list was active before its `idleAt`, so none expires before the head's.
         next = hibernates
-          ? { inst, at: inst.lastActive + options.hibernateAfterMillis, action: "hibernate" }
-          : { inst, at: inst.lastActive + options.shutdownAfterMillis, action: "shutdown" }
+          ? { inst, at: inst.idleAt + options.hibernateAfterMillis, action: "hibernate" }
+          : { inst, at: inst.idleAt + options.shutdownAfterMillis, action: "shutdown" }
       }
       const hibernated = idleHibernated.head
       if (hibernated !== undefined) {
         const inst = hibernated
-        const at = inst.lastActive + options.shutdownAfterMillis
+        const at = inst.idleAt + options.shutdownAfterMillis
         if (next === undefined || at < next.at) next = { inst, at, action: "shutdown" }
       }
       return next !== undefined && Number.isFinite(next.at) ? next : undefined
@@ -1115,17 +1332,26 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       const eligible = action === "hibernate"
         ? inst.status === "active"
         : inst.status === "active" || inst.status === "hibernated"
-      if (inst.busy || inst.commits.length > 0 || !eligible) {
+      if (inst.busy || !eligible) {
         // A busy object is re-listed when its call finishes.
         idleActive.remove(inst)
         idleHibernated.remove(inst)
         return Effect.void
       }
+      if (inst.lastActive > inst.idleAt) {
+        // Active since it was listed: back to its place in line.
+        inst.idleList!.insert(inst, inst.lastActive)
+        return Effect.void
+      }
+      if (inst.commits.length > 0) {
+        // Its last commit has not landed yet: look again after another idle period.
+        inst.idleList!.insert(inst, clock.currentTimeMillisUnsafe())
+        return Effect.void
+      }
       if (action === "hibernate") {
         inst.state = undefined
         inst.status = "hibernated"
-        idleActive.remove(inst)
-        idleHibernated.append(inst)
+        idleHibernated.insert(inst, inst.lastActive)
         return Effect.void
       }
       if (!Mailbox.tryAcquire(inst)) return Effect.void
@@ -1163,6 +1389,26 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
 
     yield* Effect.forkScoped(sweeper)
 
+    /** Expires the deadlines of waiting and suspended calls (one timer for all of them). */
+    const deadlineTimer = (list: Mailbox.Deadlines) =>
+      Effect.gen(function*() {
+        while (true) {
+          wakeTimer.closeUnsafe()
+          const head = list.head
+          const now = clock.currentTimeMillisUnsafe()
+          if (head !== undefined && head.deadline <= now) {
+            list.expire(now)
+            continue
+          }
+          timerTarget = head === undefined ? Infinity : head.deadline
+          yield* head === undefined
+            ? wakeTimer.await
+            : Effect.raceFirst(Effect.sleep(head.deadline - now), wakeTimer.await)
+        }
+      })
+
+    if (deadlines !== undefined) yield* Effect.forkScoped(deadlineTimer(deadlines))
+
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {
         closing = true
@@ -1182,8 +1428,9 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     )
 
     return {
-      call: (id, handler, payload) => prepareCall(id, handler, payload, false),
-      callEncoded: (id, handler, payload) => prepareCall(id, handler, payload, true),
+      call: (id, handler, payload) => Effect.withFiber((fiber) => callFrom(fiber, id, handler, payload, false)),
+      callEncoded: (id, handler, payload) => Effect.withFiber((fiber) => callFrom(fiber, id, handler, payload, true)),
+      callFrom: (fiber, id, handler, payload) => callFrom(fiber, id, handler, payload, false),
       stop,
       delete: delete_,
       status,
