@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
+import { Cause, Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Schedule, type Scope, Tracer } from "effect"
 import { Migrator, SqlClient, type SqlError } from "effect/sql"
 import { AlarmClaimLost, StorageError, VersionConflict } from "./Errors.ts"
 import * as Batcher from "./internal/batcher.ts"
@@ -275,26 +275,88 @@ const hasAlarmChanges = (write: WriteSet): boolean => {
     (changes.fired !== undefined || changes.removeAll || changes.remove.length > 0 || changes.put.length > 0)
 }
 
-const record = (operation: "load" | "save" | "delete", outcome: string, start: number) =>
-  Effect.flatMap(
-    Clock.currentTimeMillis,
-    (now) => Metric.update(Metric.withAttributes(Telemetry.storageDuration, { operation, outcome }), now - start)
-  )
+type Operation = "load" | "save" | "delete"
+type Outcome = "success" | "conflict" | "error"
 
+const durationOf = (operation: Operation, outcome: Outcome) =>
+  Metric.withAttributes(Telemetry.storageDuration, { operation, outcome })
+
+/**
+ * The duration histogram of each operation and outcome, made once: a metric with attributes made per update
+ * computes its series key (a sorted JSON encoding) every time, a cost comparable to the rest of a write.
+ */
+const durations: Record<Operation, Record<Outcome, ReturnType<typeof durationOf>>> = {
+  load: {
+    success: durationOf("load", "success"),
+    conflict: durationOf("load", "conflict"),
+    error: durationOf("load", "error")
+  },
+  save: {
+    success: durationOf("save", "success"),
+    conflict: durationOf("save", "conflict"),
+    error: durationOf("save", "error")
+  },
+  delete: {
+    success: durationOf("delete", "success"),
+    conflict: durationOf("delete", "conflict"),
+    error: durationOf("delete", "error")
+  }
+}
+
+/** How a failed operation is recorded: typed failures by kind; interruptions and defects are not recorded. */
+const failureOutcome = (cause: Cause.Cause<{ readonly _tag: string }>): Outcome | undefined => {
+  const error = Cause.findError(cause)
+  if (error._tag !== "Success") return undefined
+  return error.success._tag === "VersionConflict" ? "conflict" : "error"
+}
+
+/**
+ * A storage span around `effect`, and its duration in the histogram. This wraps every load and write, so it
+ * reads the clock and records the metric synchronously on the fiber, and makes the span only when a tracing
+ * backend is installed: with Effect's built-in tracer nobody can see it, and it would cost about as much as
+ * the rest of a coalesced write.
+ */
 const instrument = <A, E extends { readonly _tag: string }>(
-  operation: "load" | "save" | "delete",
+  operation: Operation,
   write: { readonly objectType: string; readonly objectId: string },
   effect: Effect.Effect<A, E>
 ): Effect.Effect<A, E> =>
-  Effect.flatMap(Clock.currentTimeMillis, (start) =>
-    effect.pipe(
-      Effect.tap(() => record(operation, "success", start)),
-      Effect.tapError((e) => record(operation, e._tag === "VersionConflict" ? "conflict" : "error", start)),
-      span(Telemetry.spanStorage[operation], {
-        [Telemetry.attributes.objectType]: write.objectType,
-        [Telemetry.attributes.objectId]: write.objectId
-      })
-    ))
+  Effect.withFiber((fiber) => {
+    const clock = fiber.getRef(Clock.Clock)
+    const start = clock.currentTimeMillisUnsafe()
+    const traced = fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer ? effect : span(
+      Telemetry.spanStorage[operation],
+      { [Telemetry.attributes.objectType]: write.objectType, [Telemetry.attributes.objectId]: write.objectId }
+    )(effect)
+    return Effect.onExitPrimitive(
+      traced,
+      (exit) => {
+        const outcome = Exit.isSuccess(exit) ? "success" : failureOutcome(exit.cause)
+        if (outcome !== undefined) {
+          durations[operation][outcome].updateUnsafe(clock.currentTimeMillisUnsafe() - start, fiber.context)
+        }
+        return undefined
+      }
+    )
+  })
+
+type VersionRow = { readonly object_type: string; readonly object_id: string; readonly version: number | string }
+
+/** Rows per multi-row write statement: 4 parameters each stays far below SQLite's and PostgreSQL's limits. */
+const maxRowsPerStatement = 256
+
+/** The smallest power of two (at least 2) that holds `n` rows. */
+const paddedSize = (n: number): number => {
+  let size = 2
+  while (size < n) size *= 2
+  return size
+}
+
+const objectKey = (objectType: string, objectId: string) => `${objectType}\u0000${objectId}`
+
+const collect = (applied: Map<string, number>, rows: ReadonlyArray<VersionRow>) => {
+  for (const row of rows) applied.set(objectKey(row.object_type, row.object_id), Number(row.version))
+}
 
 /**
  * Builds the storage over the `SqlClient` in context (migrating first unless `migrate: false`).
@@ -442,34 +504,81 @@ export const make = (options?: Options): Effect.Effect<
     }
 
     /**
-     * Fenced upserts of many state-only write sets in one statement (PostgreSQL). Returns the new version
-     * of each write that applied; the others met a different stored version.
+     * Fenced writes of many state-only write sets in one statement per kind (updates, inserts) and chunk.
+     * Returns the new version of each write that applied, by object key; the others met a different stored
+     * version. The row lists are padded to a power of two with rows that match nothing, so a handful of
+     * statement texts serve every batch size and stay in the prepared-statement caches.
      */
     const writeStates = (writes: ReadonlyArray<WriteSet & { readonly state: string }>, now: number) =>
-      Effect.map(
-        sql<{ object_type: string; object_id: string; version: number | string }>`WITH input AS (
-            SELECT * FROM (VALUES ${
-          sql.csv(writes.map((w) =>
-            sql`(${w.objectType}::text, ${w.objectId}::text, ${w.state}::jsonb, ${w.expectedVersion}::bigint)`
-          ))
-        }) AS input(object_type, object_id, state, expected)
-          ), updated AS (
-            UPDATE ${objects} AS o SET state = input.state, version = o.version + 1, updated_at = ${now}
-            FROM input
-            WHERE input.expected > 0 AND o.object_type = input.object_type AND o.object_id = input.object_id
-              AND o.version = input.expected
-            RETURNING o.object_type, o.object_id, o.version
-          ), inserted AS (
-            INSERT INTO ${objects} (object_type, object_id, state, version, created_at, updated_at)
-            SELECT object_type, object_id, state, 1, ${now}, ${now} FROM input WHERE expected = 0
+      Effect.gen(function*() {
+        const applied = new Map<string, number>()
+        for (let start = 0; start < writes.length; start += maxRowsPerStatement) {
+          const chunk = writes.slice(start, start + maxRowsPerStatement)
+          const updates = chunk.filter((w) => w.expectedVersion > 0)
+          const inserts = chunk.filter((w) => w.expectedVersion === 0)
+          if (updates.length > 0) {
+            const size = paddedSize(updates.length)
+            const params: Array<unknown> = [now]
+            for (const w of updates) params.push(w.objectType, w.objectId, w.state, w.expectedVersion)
+            for (let i = updates.length; i < size; i++) params.push(null, null, null, null)
+            collect(applied, yield* sql.unsafe<VersionRow>(statementText("update", size), params))
+          }
+          if (inserts.length > 0) {
+            const size = paddedSize(inserts.length)
+            const params: Array<unknown> = [now, now]
+            for (const w of inserts) params.push(w.objectType, w.objectId, w.state)
+            for (let i = inserts.length; i < size; i++) params.push(null, null, null)
+            collect(applied, yield* sql.unsafe<VersionRow>(statementText("insert", size), params))
+          }
+        }
+        return applied
+      })
+
+    const objectsName = sql`${objects}`.compile()[0]
+    const statementTexts = new Map<string, string>()
+    /** The text of a multi-row write statement for `size` rows, in the client's dialect. */
+    const statementText = (kind: "update" | "insert", size: number): string => {
+      const cacheKey = `${kind}:${size}`
+      const cached = statementTexts.get(cacheKey)
+      if (cached !== undefined) return cached
+      let n = kind === "update" ? 1 : 2
+      const p = () => (isPg ? `$${++n}` : "?")
+      const rows: Array<string> = []
+      for (let i = 0; i < size; i++) {
+        rows.push(
+          kind === "update"
+            ? (isPg
+              ? `(${p()}::text, ${p()}::text, ${p()}::jsonb, ${p()}::bigint)`
+              : `(${p()}, ${p()}, ${p()}, ${p()})`)
+            : (isPg ? `(${p()}::text, ${p()}::text, ${p()}::jsonb)` : `(${p()}, ${p()}, ${p()})`)
+        )
+      }
+      const values = rows.join(", ")
+      const [now, now2] = isPg ? ["$1::bigint", "$2::bigint"] : ["?", "?"]
+      const text = kind === "update"
+        ? (isPg
+          ? `UPDATE ${objectsName} AS o SET state = v.state, version = o.version + 1, updated_at = ${now}
+            FROM (VALUES ${values}) AS v(object_type, object_id, state, expected)
+            WHERE o.object_type = v.object_type AND o.object_id = v.object_id AND o.version = v.expected
+            RETURNING o.object_type, o.object_id, o.version`
+          : `UPDATE ${objectsName} AS o SET state = v.column3, version = o.version + 1, updated_at = ${now}
+            FROM (VALUES ${values}) AS v
+            WHERE o.object_type = v.column1 AND o.object_id = v.column2 AND o.version = v.column4
+            RETURNING object_type, object_id, version`)
+        : (isPg
+          ? `INSERT INTO ${objectsName} (object_type, object_id, state, version, created_at, updated_at)
+            SELECT v.object_type, v.object_id, v.state, 1, ${now}, ${now2}
+            FROM (VALUES ${values}) AS v(object_type, object_id, state) WHERE v.object_type IS NOT NULL
             ON CONFLICT (object_type, object_id) DO NOTHING
-            RETURNING object_type, object_id, version
-          )
-          SELECT object_type, object_id, version FROM updated
-          UNION ALL SELECT object_type, object_id, version FROM inserted`,
-        (rows) =>
-          new Map(rows.map((row) => [`${row.object_type}\u0000${row.object_id}`, Number(row.version)]))
-      )
+            RETURNING object_type, object_id, version`
+          : `INSERT INTO ${objectsName} (object_type, object_id, state, version, created_at, updated_at)
+            SELECT column1, column2, column3, 1, ${now}, ${now2}
+            FROM (VALUES ${values}) WHERE column1 IS NOT NULL
+            ON CONFLICT (object_type, object_id) DO NOTHING
+            RETURNING object_type, object_id, version`)
+      statementTexts.set(cacheKey, text)
+      return text
+    }
 
     /**
      * A batch of write sets from different objects in one transaction. Each write keeps its own outcome:
@@ -481,32 +590,30 @@ export const make = (options?: Options): Effect.Effect<
         if (writes.length === 1) return Effect.map(Effect.exit(commitOne(writes[0]!, now)), (exit) => [exit])
         return sql.withTransaction(Effect.gen(function*() {
           const results: Array<Exit.Exit<number, SqlError.SqlError | VersionConflict | AlarmClaimLost>> = []
-          const simple: Array<number> = []
-          writes.forEach((write, i) => {
-            if (write.state !== null && !hasAlarmChanges(write)) simple.push(i)
-          })
-          if (isPg && simple.length > 1) {
-            const applied = yield* writeStates(
-              simple.map((i) => writes[i] as WriteSet & { readonly state: string }),
-              now
-            )
-            for (const i of simple) {
-              const write = writes[i]!
-              const version = applied.get(`${write.objectType}\u0000${write.objectId}`)
-              results[i] = version !== undefined ? Exit.succeed(version) : yield* Effect.exit(conflict(write))
+          const simple: Array<WriteSet & { readonly state: string }> = []
+          for (const write of writes) {
+            if (write.state !== null && !hasAlarmChanges(write)) {
+              simple.push(write as WriteSet & { readonly state: string })
             }
           }
+          const applied = simple.length > 1 ? yield* writeStates(simple, now) : undefined
           for (let i = 0; i < writes.length; i++) {
-            if (results[i] !== undefined) continue
             const write = writes[i]!
+            if (applied !== undefined && write.state !== null && !hasAlarmChanges(write)) {
+              const version = applied.get(objectKey(write.objectType, write.objectId))
+              results.push(version !== undefined ? Exit.succeed(version) : yield* Effect.exit(conflict(write)))
+              continue
+            }
             const exit = yield* Effect.exit(
-              simple.includes(i) ? commitOne(write, now) : sql.withTransaction(commitOne(write, now))
+              write.state !== null && !hasAlarmChanges(write)
+                ? commitOne(write, now)
+                : sql.withTransaction(commitOne(write, now))
             )
             // A version conflict or a lost claim is this write's own outcome. An SQL error is not: on
             // PostgreSQL it aborts the whole transaction (whose COMMIT then silently rolls back), so the
             // whole batch must fail, or writes reported as committed would be lost.
             if (Exit.isFailure(exit) && !isLogicalFailure(exit.cause)) return yield* Effect.failCause(exit.cause)
-            results[i] = exit
+            results.push(exit)
           }
           return results
         }))
@@ -516,7 +623,7 @@ export const make = (options?: Options): Effect.Effect<
       )
 
     const batcher = Batcher.make<WriteSet, number, StorageError | VersionConflict | AlarmClaimLost>({
-      key: (write) => `${write.objectType}\u0000${write.objectId}`,
+      key: (write) => objectKey(write.objectType, write.objectId),
       maxBatch: options?.maxBatch ?? 256,
       run: commitBatch,
       interrupted: () =>
