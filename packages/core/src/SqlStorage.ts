@@ -50,7 +50,7 @@ export interface Options {
   readonly alarms?: SchedulerOptions | undefined
   /**
    * The most write sets one transaction carries when commits queue up behind each other (write
-   * coalescing). Default 256; 1 turns coalescing off.
+   * coalescing), and the most loads one batch reads when loads queue up. Default 256; 1 turns coalescing off.
    */
   readonly maxBatch?: number | undefined
 }
@@ -352,6 +352,23 @@ const paddedSize = (n: number): number => {
   return size
 }
 
+type MultiRowKind = "update" | "insert" | "load"
+
+type LoadRequest = { readonly objectType: string; readonly objectId: string }
+
+/** The rows of each multi-row statement (column names and PostgreSQL types), and the parameters before them. */
+const multiRowShapes: Record<
+  MultiRowKind,
+  { readonly columns: ReadonlyArray<readonly [string, string]>; readonly leading: number }
+> = {
+  update: {
+    columns: [["object_type", "text"], ["object_id", "text"], ["state", "jsonb"], ["expected", "bigint"]],
+    leading: 1
+  },
+  insert: { columns: [["object_type", "text"], ["object_id", "text"], ["state", "jsonb"]], leading: 2 },
+  load: { columns: [["object_type", "text"], ["object_id", "text"]], leading: 0 }
+}
+
 const objectKey = (objectType: string, objectId: string) => `${objectType}\u0000${objectId}`
 
 const collect = (applied: Map<string, number>, rows: ReadonlyArray<VersionRow>) => {
@@ -521,14 +538,14 @@ export const make = (options?: Options): Effect.Effect<
             const params: Array<unknown> = [now]
             for (const w of updates) params.push(w.objectType, w.objectId, w.state, w.expectedVersion)
             for (let i = updates.length; i < size; i++) params.push(null, null, null, null)
-            collect(applied, yield* sql.unsafe<VersionRow>(statementText("update", size), params))
+            collect(applied, yield* sql.unsafe<VersionRow>(multiRowText("update", size), params))
           }
           if (inserts.length > 0) {
             const size = paddedSize(inserts.length)
             const params: Array<unknown> = [now, now]
             for (const w of inserts) params.push(w.objectType, w.objectId, w.state)
             for (let i = inserts.length; i < size; i++) params.push(null, null, null)
-            collect(applied, yield* sql.unsafe<VersionRow>(statementText("insert", size), params))
+            collect(applied, yield* sql.unsafe<VersionRow>(multiRowText("insert", size), params))
           }
         }
         return applied
@@ -536,46 +553,43 @@ export const make = (options?: Options): Effect.Effect<
 
     const objectsName = sql`${objects}`.compile()[0]
     const statementTexts = new Map<string, string>()
-    /** The text of a multi-row write statement for `size` rows, in the client's dialect. */
-    const statementText = (kind: "update" | "insert", size: number): string => {
+    /**
+     * The text of a multi-row statement for `size` rows, in the client's dialect. The rows are a `VALUES`
+     * list named `v` with the given columns (PostgreSQL casts each; SQLite names them column1, column2, …);
+     * `leading` parameters come first.
+     */
+    const multiRowText = (kind: MultiRowKind, size: number): string => {
       const cacheKey = `${kind}:${size}`
       const cached = statementTexts.get(cacheKey)
       if (cached !== undefined) return cached
-      let n = kind === "update" ? 1 : 2
-      const p = () => (isPg ? `$${++n}` : "?")
-      const rows: Array<string> = []
-      for (let i = 0; i < size; i++) {
-        rows.push(
-          kind === "update"
-            ? (isPg
-              ? `(${p()}::text, ${p()}::text, ${p()}::jsonb, ${p()}::bigint)`
-              : `(${p()}, ${p()}, ${p()}, ${p()})`)
-            : (isPg ? `(${p()}::text, ${p()}::text, ${p()}::jsonb)` : `(${p()}, ${p()}, ${p()})`)
-        )
-      }
-      const values = rows.join(", ")
-      const [now, now2] = isPg ? ["$1::bigint", "$2::bigint"] : ["?", "?"]
-      const text = kind === "update"
-        ? (isPg
-          ? `UPDATE ${objectsName} AS o SET state = v.state, version = o.version + 1, updated_at = ${now}
-            FROM (VALUES ${values}) AS v(object_type, object_id, state, expected)
-            WHERE o.object_type = v.object_type AND o.object_id = v.object_id AND o.version = v.expected
-            RETURNING o.object_type, o.object_id, o.version`
-          : `UPDATE ${objectsName} AS o SET state = v.column3, version = o.version + 1, updated_at = ${now}
-            FROM (VALUES ${values}) AS v
-            WHERE o.object_type = v.column1 AND o.object_id = v.column2 AND o.version = v.column4
-            RETURNING object_type, object_id, version`)
-        : (isPg
-          ? `INSERT INTO ${objectsName} (object_type, object_id, state, version, created_at, updated_at)
-            SELECT v.object_type, v.object_id, v.state, 1, ${now}, ${now2}
-            FROM (VALUES ${values}) AS v(object_type, object_id, state) WHERE v.object_type IS NOT NULL
+      const { columns, leading } = multiRowShapes[kind]
+      let n = leading
+      const row = () => `(${columns.map(([, type]) => (isPg ? `$${++n}::${type}` : "?")).join(", ")})`
+      const values = `(VALUES ${Array.from({ length: size }, row).join(", ")}) AS v${
+        isPg ? `(${columns.map(([name]) => name).join(", ")})` : ""
+      }`
+      // v's columns by position: SQLite does not let a VALUES list name its columns.
+      const c = (i: number) => (isPg ? `v.${columns[i]![0]}` : `v.column${i + 1}`)
+      const param = (i: number) => (isPg ? `$${i}::bigint` : "?")
+      let text: string
+      switch (kind) {
+        case "update":
+          text = `UPDATE ${objectsName} AS o SET state = ${c(2)}, version = o.version + 1, updated_at = ${param(1)}
+            FROM ${values}
+            WHERE o.object_type = ${c(0)} AND o.object_id = ${c(1)} AND o.version = ${c(3)}
+            RETURNING ${isPg ? "o." : ""}object_type, ${isPg ? "o." : ""}object_id, ${isPg ? "o." : ""}version`
+          break
+        case "insert":
+          text = `INSERT INTO ${objectsName} (object_type, object_id, state, version, created_at, updated_at)
+            SELECT ${c(0)}, ${c(1)}, ${c(2)}, 1, ${param(1)}, ${param(2)} FROM ${values} WHERE ${c(0)} IS NOT NULL
             ON CONFLICT (object_type, object_id) DO NOTHING
             RETURNING object_type, object_id, version`
-          : `INSERT INTO ${objectsName} (object_type, object_id, state, version, created_at, updated_at)
-            SELECT column1, column2, column3, 1, ${now}, ${now2}
-            FROM (VALUES ${values}) WHERE column1 IS NOT NULL
-            ON CONFLICT (object_type, object_id) DO NOTHING
-            RETURNING object_type, object_id, version`)
+          break
+        case "load":
+          text = `SELECT o.object_type, o.object_id, ${isPg ? "o.state::text" : "o.state"} AS state, o.version
+            FROM ${values} JOIN ${objectsName} AS o ON o.object_type = ${c(0)} AND o.object_id = ${c(1)}`
+          break
+      }
       statementTexts.set(cacheKey, text)
       return text
     }
@@ -633,18 +647,47 @@ export const make = (options?: Options): Effect.Effect<
     const commit = (write: WriteSet): Effect.Effect<number, StorageError | VersionConflict | AlarmClaimLost> =>
       instrument(write.state === null ? "delete" : "save", write, batcher.submit(write))
 
-    const load = (objectType: string, objectId: string): Effect.Effect<StoredObject | undefined, StorageError> =>
-      instrument(
-        "load",
-        { objectType, objectId },
+    const loadOne = (request: LoadRequest) =>
+      Effect.map(
         sql<{ state: string; version: number | string }>`SELECT ${stateColumn} AS state, version FROM ${objects}
-          WHERE object_type = ${objectType} AND object_id = ${objectId}`.pipe(
-          Effect.map((rows) =>
-            rows.length === 0 ? undefined : { state: rows[0]!.state, version: Number(rows[0]!.version) }
-          ),
-          Effect.mapError(toStorageError("load"))
-        )
+          WHERE object_type = ${request.objectType} AND object_id = ${request.objectId}`,
+        (rows) => rows.length === 0 ? undefined : { state: rows[0]!.state, version: Number(rows[0]!.version) }
       )
+
+    /**
+     * The loads of a batch in one statement per chunk (a lone load is the plain single-row query). An SQL
+     * error fails the loads of this batch, and only them.
+     */
+    const loadBatch = (requests: ReadonlyArray<LoadRequest>) =>
+      Effect.gen(function*() {
+        if (requests.length === 1) return [Exit.succeed(yield* loadOne(requests[0]!))]
+        const found = new Map<string, StoredObject>()
+        for (let start = 0; start < requests.length; start += maxRowsPerStatement) {
+          const chunk = requests.slice(start, start + maxRowsPerStatement)
+          const size = paddedSize(chunk.length)
+          const params: Array<unknown> = []
+          for (const r of chunk) params.push(r.objectType, r.objectId)
+          for (let i = chunk.length; i < size; i++) params.push(null, null)
+          const rows = yield* sql.unsafe<VersionRow & { readonly state: string }>(multiRowText("load", size), params)
+          for (const row of rows) {
+            found.set(objectKey(row.object_type, row.object_id), { state: row.state, version: Number(row.version) })
+          }
+        }
+        return requests.map((r) => Exit.succeed(found.get(objectKey(r.objectType, r.objectId))))
+      }).pipe(Effect.mapError(toStorageError("load")))
+
+    // Concurrent activations load together: at low load a load goes out at once, under load the loads that
+    // queued behind a running one share its next statement.
+    const loader = Batcher.make<LoadRequest, StoredObject | undefined, StorageError>({
+      key: (request) => objectKey(request.objectType, request.objectId),
+      maxBatch: options?.maxBatch ?? 256,
+      run: loadBatch,
+      interrupted: () => new StorageError({ operation: "load", detail: "interrupted" }),
+      idempotent: true
+    })
+
+    const load = (objectType: string, objectId: string): Effect.Effect<StoredObject | undefined, StorageError> =>
+      instrument("load", { objectType, objectId }, loader.submit({ objectType, objectId }))
 
     type AlarmRow = {
       readonly object_type: string
