@@ -6,7 +6,10 @@
  *   a schema on PostgreSQL), created by versioned, idempotent migrations kept in their own migrations table.
  * - State is the state schema's encoded form as JSON: `jsonb` on PostgreSQL, `text` on SQLite.
  * - Every commit is fenced: it applies only if the stored version is the one the change was made against.
- *   A commit without alarm changes is a single statement; one with alarm changes is one transaction.
+ *   A lone commit without alarm changes is a single statement; one with alarm changes is one transaction.
+ * - Commits and loads of different objects that queue up behind a running one go out together (coalescing):
+ *   state-only writes as multi-row fenced statements, loads as one multi-row `SELECT`; each caller still gets
+ *   its own outcome.
  * - `SqlError`s become `StorageError`s carrying the cause; nothing is half-written.
  *
  * @since 0.1.0
