@@ -6,12 +6,15 @@
  *   a schema on PostgreSQL), created by versioned, idempotent migrations kept in their own migrations table.
  * - State is the state schema's encoded form as JSON: `jsonb` on PostgreSQL, `text` on SQLite.
  * - Every commit is fenced: it applies only if the stored version is the one the change was made against.
- *   A commit without alarm changes is a single statement; one with alarm changes is one transaction.
+ *   A lone commit without alarm changes is a single statement; one with alarm changes is one transaction.
+ * - Commits and loads of different objects that queue up behind a running one go out together (coalescing):
+ *   state-only writes as multi-row fenced statements, loads as one multi-row `SELECT`; each caller still gets
+ *   its own outcome.
  * - `SqlError`s become `StorageError`s carrying the cause; nothing is half-written.
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
+import { Cause, Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Schedule, type Scope, Tracer } from "effect"
 import { Migrator, SqlClient, type SqlError } from "effect/sql"
 import { AlarmClaimLost, StorageError, VersionConflict } from "./Errors.ts"
 import * as Batcher from "./internal/batcher.ts"
@@ -50,7 +53,7 @@ export interface Options {
   readonly alarms?: SchedulerOptions | undefined
   /**
    * The most write sets one transaction carries when commits queue up behind each other (write
-   * coalescing). Default 256; 1 turns coalescing off.
+   * coalescing), and the most loads one batch reads when loads queue up. Default 256; 1 turns coalescing off.
    */
   readonly maxBatch?: number | undefined
 }
@@ -275,26 +278,114 @@ const hasAlarmChanges = (write: WriteSet): boolean => {
     (changes.fired !== undefined || changes.removeAll || changes.remove.length > 0 || changes.put.length > 0)
 }
 
-const record = (operation: "load" | "save" | "delete", outcome: string, start: number) =>
-  Effect.flatMap(
-    Clock.currentTimeMillis,
-    (now) => Metric.update(Metric.withAttributes(Telemetry.storageDuration, { operation, outcome }), now - start)
-  )
+type Operation = "load" | "save" | "delete"
+type Outcome = "success" | "conflict" | "error"
 
+const durationOf = (operation: Operation, outcome: Outcome) =>
+  Metric.withAttributes(Telemetry.storageDuration, { operation, outcome })
+
+/**
+ * The duration histogram of each operation and outcome, made once: a metric with attributes made per update
+ * computes its series key (a sorted JSON encoding) every time, a cost comparable to the rest of a write.
+ */
+const durations: Record<Operation, Record<Outcome, ReturnType<typeof durationOf>>> = {
+  load: {
+    success: durationOf("load", "success"),
+    conflict: durationOf("load", "conflict"),
+    error: durationOf("load", "error")
+  },
+  save: {
+    success: durationOf("save", "success"),
+    conflict: durationOf("save", "conflict"),
+    error: durationOf("save", "error")
+  },
+  delete: {
+    success: durationOf("delete", "success"),
+    conflict: durationOf("delete", "conflict"),
+    error: durationOf("delete", "error")
+  }
+}
+
+/** How a failed operation is recorded: typed failures by kind; interruptions and defects are not recorded. */
+const failureOutcome = (cause: Cause.Cause<{ readonly _tag: string }>): Outcome | undefined => {
+  const error = Cause.findError(cause)
+  if (error._tag !== "Success") return undefined
+  return error.success._tag === "VersionConflict" ? "conflict" : "error"
+}
+
+/**
+ * A storage span around `effect`, and its duration in the histogram. This wraps every load and write, so it
+ * reads the clock and records the metric synchronously on the fiber, and makes the span only when a tracing
+ * backend is installed: with Effect's built-in tracer nobody can see it, and it would cost about as much as
+ * the rest of a coalesced write.
+ */
 const instrument = <A, E extends { readonly _tag: string }>(
-  operation: "load" | "save" | "delete",
+  operation: Operation,
   write: { readonly objectType: string; readonly objectId: string },
   effect: Effect.Effect<A, E>
 ): Effect.Effect<A, E> =>
-  Effect.flatMap(Clock.currentTimeMillis, (start) =>
-    effect.pipe(
-      Effect.tap(() => record(operation, "success", start)),
-      Effect.tapError((e) => record(operation, e._tag === "VersionConflict" ? "conflict" : "error", start)),
-      span(Telemetry.spanStorage[operation], {
-        [Telemetry.attributes.objectType]: write.objectType,
-        [Telemetry.attributes.objectId]: write.objectId
-      })
-    ))
+  Effect.withFiber((fiber) => {
+    const clock = fiber.getRef(Clock.Clock)
+    const start = clock.currentTimeMillisUnsafe()
+    const traced = fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer ? effect : span(
+      Telemetry.spanStorage[operation],
+      { [Telemetry.attributes.objectType]: write.objectType, [Telemetry.attributes.objectId]: write.objectId }
+    )(effect)
+    return Effect.onExitPrimitive(
+      traced,
+      (exit) => {
+        const outcome = Exit.isSuccess(exit) ? "success" : failureOutcome(exit.cause)
+        if (outcome !== undefined) {
+          durations[operation][outcome].updateUnsafe(clock.currentTimeMillisUnsafe() - start, fiber.context)
+        }
+        return undefined
+      }
+    )
+  })
+
+type VersionRow = { readonly object_type: string; readonly object_id: string; readonly version: number | string }
+
+/** Rows per multi-row write statement: 4 parameters each stays far below SQLite's and PostgreSQL's limits. */
+const maxRowsPerStatement = 256
+
+/** The smallest power of two (at least 2) that holds `n` rows. */
+const paddedSize = (n: number): number => {
+  let size = 2
+  while (size < n) size *= 2
+  return size
+}
+
+/** A write set that only changes state: the kind that multi-row statements carry. */
+type StateWrite = WriteSet & { readonly state: string }
+
+const isStateWrite = (write: WriteSet): write is StateWrite => write.state !== null && !hasAlarmChanges(write)
+
+type MultiRowKind = "write" | "update" | "insert" | "load"
+
+type LoadRequest = { readonly objectType: string; readonly objectId: string }
+
+/** The rows of each multi-row statement (column names and PostgreSQL types), and the parameters before them. */
+const multiRowShapes: Record<
+  MultiRowKind,
+  { readonly columns: ReadonlyArray<readonly [string, string]>; readonly leading: number }
+> = {
+  write: {
+    columns: [["object_type", "text"], ["object_id", "text"], ["state", "jsonb"], ["expected", "bigint"]],
+    leading: 1
+  },
+  update: {
+    columns: [["object_type", "text"], ["object_id", "text"], ["state", "jsonb"], ["expected", "bigint"]],
+    leading: 1
+  },
+  insert: { columns: [["object_type", "text"], ["object_id", "text"], ["state", "jsonb"]], leading: 2 },
+  load: { columns: [["object_type", "text"], ["object_id", "text"]], leading: 0 }
+}
+
+const objectKey = (objectType: string, objectId: string) => `${objectType}\u0000${objectId}`
+
+const collect = (applied: Map<string, number>, rows: ReadonlyArray<VersionRow>) => {
+  for (const row of rows) applied.set(objectKey(row.object_type, row.object_id), Number(row.version))
+}
 
 /**
  * Builds the storage over the `SqlClient` in context (migrating first unless `migrate: false`).
@@ -442,34 +533,110 @@ export const make = (options?: Options): Effect.Effect<
     }
 
     /**
-     * Fenced upserts of many state-only write sets in one statement (PostgreSQL). Returns the new version
-     * of each write that applied; the others met a different stored version.
+     * The statements writing many state-only write sets under their fences: per chunk of rows, one on
+     * PostgreSQL (updates and inserts in one statement), one per kind on SQLite. Each returns the writes that
+     * applied. The row lists are padded to a power of two with rows that match nothing, so a handful of
+     * statement texts serve every batch size and stay in the prepared-statement caches.
      */
-    const writeStates = (writes: ReadonlyArray<WriteSet & { readonly state: string }>, now: number) =>
-      Effect.map(
-        sql<{ object_type: string; object_id: string; version: number | string }>`WITH input AS (
-            SELECT * FROM (VALUES ${
-          sql.csv(writes.map((w) =>
-            sql`(${w.objectType}::text, ${w.objectId}::text, ${w.state}::jsonb, ${w.expectedVersion}::bigint)`
-          ))
-        }) AS input(object_type, object_id, state, expected)
-          ), updated AS (
-            UPDATE ${objects} AS o SET state = input.state, version = o.version + 1, updated_at = ${now}
-            FROM input
-            WHERE input.expected > 0 AND o.object_type = input.object_type AND o.object_id = input.object_id
-              AND o.version = input.expected
-            RETURNING o.object_type, o.object_id, o.version
-          ), inserted AS (
-            INSERT INTO ${objects} (object_type, object_id, state, version, created_at, updated_at)
-            SELECT object_type, object_id, state, 1, ${now}, ${now} FROM input WHERE expected = 0
+    const writeStatements = (writes: ReadonlyArray<StateWrite>, now: number) => {
+      const statements: Array<Effect.Effect<ReadonlyArray<VersionRow>, SqlError.SqlError>> = []
+      const add = (kind: MultiRowKind, rows: ReadonlyArray<StateWrite>) => {
+        if (rows.length === 0) return
+        const size = paddedSize(rows.length)
+        const width = multiRowShapes[kind].columns.length
+        const params: Array<unknown> = kind === "insert" ? [now, now] : [now]
+        for (const w of rows) {
+          params.push(w.objectType, w.objectId, w.state)
+          if (width === 4) params.push(w.expectedVersion)
+        }
+        for (let i = rows.length * width; i < size * width; i++) params.push(null)
+        statements.push(sql.unsafe<VersionRow>(multiRowText(kind, size), params))
+      }
+      for (let start = 0; start < writes.length; start += maxRowsPerStatement) {
+        const chunk = writes.slice(start, start + maxRowsPerStatement)
+        if (isPg) {
+          add("write", chunk)
+        } else {
+          add("update", chunk.filter((w) => w.expectedVersion > 0))
+          add("insert", chunk.filter((w) => w.expectedVersion === 0))
+        }
+      }
+      return statements
+    }
+
+    /**
+     * Writes state-only write sets; returns the new version of each that applied, by object key (the others
+     * met a different stored version). A single statement is atomic on its own, so it runs without an
+     * explicit transaction (on PostgreSQL that saves two round trips per batch); several run in one
+     * transaction unless the caller already holds one.
+     */
+    const writeStates = (writes: ReadonlyArray<StateWrite>, now: number, inTransaction: boolean) => {
+      const statements = writeStatements(writes, now)
+      const run = Effect.map(Effect.all(statements), (results) => {
+        const applied = new Map<string, number>()
+        for (const rows of results) collect(applied, rows)
+        return applied
+      })
+      return statements.length === 1 || inTransaction ? run : sql.withTransaction(run)
+    }
+
+    const objectsName = sql`${objects}`.compile()[0]
+    const statementTexts = new Map<string, string>()
+    /**
+     * The text of a multi-row statement for `size` rows, in the client's dialect. The rows are a `VALUES`
+     * list named `v` with the given columns (PostgreSQL casts each; SQLite names them column1, column2, …);
+     * `leading` parameters come first.
+     */
+    const multiRowText = (kind: MultiRowKind, size: number): string => {
+      const cacheKey = `${kind}:${size}`
+      const cached = statementTexts.get(cacheKey)
+      if (cached !== undefined) return cached
+      const { columns, leading } = multiRowShapes[kind]
+      let n = leading
+      const row = () => `(${columns.map(([, type]) => (isPg ? `$${++n}::${type}` : "?")).join(", ")})`
+      const rows = Array.from({ length: size }, row).join(", ")
+      const values = `(VALUES ${rows}) AS v${isPg ? `(${columns.map(([name]) => name).join(", ")})` : ""}`
+      // v's columns by position: SQLite does not let a VALUES list name its columns.
+      const c = (i: number) => (isPg ? `v.${columns[i]![0]}` : `v.column${i + 1}`)
+      const param = (i: number) => (isPg ? `$${i}::bigint` : "?")
+      let text: string
+      switch (kind) {
+        case "write":
+          // PostgreSQL: updates and creations in one statement (data-modifying CTEs).
+          text = `WITH v(object_type, object_id, state, expected) AS (VALUES ${rows}), updated AS (
+              UPDATE ${objectsName} AS o SET state = v.state, version = o.version + 1, updated_at = $1::bigint
+              FROM v WHERE v.expected > 0 AND o.object_type = v.object_type AND o.object_id = v.object_id
+                AND o.version = v.expected
+              RETURNING o.object_type, o.object_id, o.version
+            ), inserted AS (
+              INSERT INTO ${objectsName} (object_type, object_id, state, version, created_at, updated_at)
+              SELECT v.object_type, v.object_id, v.state, 1, $1::bigint, $1::bigint FROM v WHERE v.expected = 0
+              ON CONFLICT (object_type, object_id) DO NOTHING
+              RETURNING object_type, object_id, version
+            )
+            SELECT object_type, object_id, version FROM updated
+            UNION ALL SELECT object_type, object_id, version FROM inserted`
+          break
+        case "update":
+          text = `UPDATE ${objectsName} AS o SET state = ${c(2)}, version = o.version + 1, updated_at = ${param(1)}
+            FROM ${values}
+            WHERE o.object_type = ${c(0)} AND o.object_id = ${c(1)} AND o.version = ${c(3)}
+            RETURNING ${isPg ? "o." : ""}object_type, ${isPg ? "o." : ""}object_id, ${isPg ? "o." : ""}version`
+          break
+        case "insert":
+          text = `INSERT INTO ${objectsName} (object_type, object_id, state, version, created_at, updated_at)
+            SELECT ${c(0)}, ${c(1)}, ${c(2)}, 1, ${param(1)}, ${param(2)} FROM ${values} WHERE ${c(0)} IS NOT NULL
             ON CONFLICT (object_type, object_id) DO NOTHING
-            RETURNING object_type, object_id, version
-          )
-          SELECT object_type, object_id, version FROM updated
-          UNION ALL SELECT object_type, object_id, version FROM inserted`,
-        (rows) =>
-          new Map(rows.map((row) => [`${row.object_type}\u0000${row.object_id}`, Number(row.version)]))
-      )
+            RETURNING object_type, object_id, version`
+          break
+        case "load":
+          text = `SELECT o.object_type, o.object_id, ${isPg ? "o.state::text" : "o.state"} AS state, o.version
+            FROM ${values} JOIN ${objectsName} AS o ON o.object_type = ${c(0)} AND o.object_id = ${c(1)}`
+          break
+      }
+      statementTexts.set(cacheKey, text)
+      return text
+    }
 
     /**
      * A batch of write sets from different objects in one transaction. Each write keeps its own outcome:
@@ -479,44 +646,46 @@ export const make = (options?: Options): Effect.Effect<
     const commitBatch = (writes: ReadonlyArray<WriteSet>) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
         if (writes.length === 1) return Effect.map(Effect.exit(commitOne(writes[0]!, now)), (exit) => [exit])
+        if (writes.every(isStateWrite)) {
+          return Effect.flatMap(writeStates(writes, now, false), (applied) =>
+            Effect.forEach(writes, (write): Effect.Effect<Exit.Exit<number, SqlError.SqlError | VersionConflict>> => {
+              const version = applied.get(objectKey(write.objectType, write.objectId))
+              return version !== undefined ? Effect.succeed(Exit.succeed(version)) : Effect.exit(conflict(write))
+            }))
+        }
         return sql.withTransaction(Effect.gen(function*() {
           const results: Array<Exit.Exit<number, SqlError.SqlError | VersionConflict | AlarmClaimLost>> = []
-          const simple: Array<number> = []
-          writes.forEach((write, i) => {
-            if (write.state !== null && !hasAlarmChanges(write)) simple.push(i)
-          })
-          if (isPg && simple.length > 1) {
-            const applied = yield* writeStates(
-              simple.map((i) => writes[i] as WriteSet & { readonly state: string }),
-              now
-            )
-            for (const i of simple) {
-              const write = writes[i]!
-              const version = applied.get(`${write.objectType}\u0000${write.objectId}`)
-              results[i] = version !== undefined ? Exit.succeed(version) : yield* Effect.exit(conflict(write))
-            }
-          }
+          const simple = writes.filter(isStateWrite)
+          const applied = simple.length > 1 ? yield* writeStates(simple, now, true) : undefined
           for (let i = 0; i < writes.length; i++) {
-            if (results[i] !== undefined) continue
             const write = writes[i]!
+            if (applied !== undefined && isStateWrite(write)) {
+              const version = applied.get(objectKey(write.objectType, write.objectId))
+              results.push(version !== undefined ? Exit.succeed(version) : yield* Effect.exit(conflict(write)))
+              continue
+            }
             const exit = yield* Effect.exit(
-              simple.includes(i) ? commitOne(write, now) : sql.withTransaction(commitOne(write, now))
+              isStateWrite(write)
+                ? commitOne(write, now)
+                : sql.withTransaction(commitOne(write, now))
             )
             // A version conflict or a lost claim is this write's own outcome. An SQL error is not: on
             // PostgreSQL it aborts the whole transaction (whose COMMIT then silently rolls back), so the
             // whole batch must fail, or writes reported as committed would be lost.
             if (Exit.isFailure(exit) && !isLogicalFailure(exit.cause)) return yield* Effect.failCause(exit.cause)
-            results[i] = exit
+            results.push(exit)
           }
           return results
         }))
       }).pipe(
-        Effect.map((results) => results.map((exit) => Exit.mapError(exit, toStorageError("save")))),
+        Effect.map((results) =>
+          results.map((exit) => Exit.mapError(exit, toStorageError("save")))
+        ),
         Effect.mapError(toStorageError("save"))
       )
 
     const batcher = Batcher.make<WriteSet, number, StorageError | VersionConflict | AlarmClaimLost>({
-      key: (write) => `${write.objectType}\u0000${write.objectId}`,
+      key: (write) => objectKey(write.objectType, write.objectId),
       maxBatch: options?.maxBatch ?? 256,
       run: commitBatch,
       interrupted: () =>
@@ -526,18 +695,47 @@ export const make = (options?: Options): Effect.Effect<
     const commit = (write: WriteSet): Effect.Effect<number, StorageError | VersionConflict | AlarmClaimLost> =>
       instrument(write.state === null ? "delete" : "save", write, batcher.submit(write))
 
-    const load = (objectType: string, objectId: string): Effect.Effect<StoredObject | undefined, StorageError> =>
-      instrument(
-        "load",
-        { objectType, objectId },
+    const loadOne = (request: LoadRequest) =>
+      Effect.map(
         sql<{ state: string; version: number | string }>`SELECT ${stateColumn} AS state, version FROM ${objects}
-          WHERE object_type = ${objectType} AND object_id = ${objectId}`.pipe(
-          Effect.map((rows) =>
-            rows.length === 0 ? undefined : { state: rows[0]!.state, version: Number(rows[0]!.version) }
-          ),
-          Effect.mapError(toStorageError("load"))
-        )
+          WHERE object_type = ${request.objectType} AND object_id = ${request.objectId}`,
+        (rows) => rows.length === 0 ? undefined : { state: rows[0]!.state, version: Number(rows[0]!.version) }
       )
+
+    /**
+     * The loads of a batch in one statement per chunk (a lone load is the plain single-row query). An SQL
+     * error fails the loads of this batch, and only them.
+     */
+    const loadBatch = (requests: ReadonlyArray<LoadRequest>) =>
+      Effect.gen(function*() {
+        if (requests.length === 1) return [Exit.succeed(yield* loadOne(requests[0]!))]
+        const found = new Map<string, StoredObject>()
+        for (let start = 0; start < requests.length; start += maxRowsPerStatement) {
+          const chunk = requests.slice(start, start + maxRowsPerStatement)
+          const size = paddedSize(chunk.length)
+          const params: Array<unknown> = []
+          for (const r of chunk) params.push(r.objectType, r.objectId)
+          for (let i = chunk.length; i < size; i++) params.push(null, null)
+          const rows = yield* sql.unsafe<VersionRow & { readonly state: string }>(multiRowText("load", size), params)
+          for (const row of rows) {
+            found.set(objectKey(row.object_type, row.object_id), { state: row.state, version: Number(row.version) })
+          }
+        }
+        return requests.map((r) => Exit.succeed(found.get(objectKey(r.objectType, r.objectId))))
+      }).pipe(Effect.mapError(toStorageError("load")))
+
+    // Concurrent activations load together: at low load a load goes out at once, under load the loads that
+    // queued behind a running one share its next statement.
+    const loader = Batcher.make<LoadRequest, StoredObject | undefined, StorageError>({
+      key: (request) => objectKey(request.objectType, request.objectId),
+      maxBatch: options?.maxBatch ?? 256,
+      run: loadBatch,
+      interrupted: () => new StorageError({ operation: "load", detail: "interrupted" }),
+      idempotent: true
+    })
+
+    const load = (objectType: string, objectId: string): Effect.Effect<StoredObject | undefined, StorageError> =>
+      instrument("load", { objectType, objectId }, loader.submit({ objectType, objectId }))
 
     type AlarmRow = {
       readonly object_type: string

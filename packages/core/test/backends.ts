@@ -1,6 +1,6 @@
 /**
  * The SQL backends the storage tests run on: PostgreSQL (the throwaway server of the vitest global setup) and
- * SQLite (`@durable-object/sql-sqlite-node` on a temp file). Every suite that loops over {@link backends} runs
+ * SQLite (`@durable-object/sql-sqlite-node` on a temp file). Every suite that loops over {@link sqlBackends} runs
  * the same tests on both.
  *
  * Each test gets its own database: on PostgreSQL a unique table prefix in the shared server (its tables are
@@ -77,14 +77,6 @@ const sqlite: Backend = {
 
 /** Every SQL backend, in the order the suites run them. */
 export const sqlBackends: ReadonlyArray<Backend> = [postgres, sqlite]
-
-/**
- * The backends the alarm and write-coalescing suites run on: PostgreSQL only for now. On SQLite three of their
- * tests fail: two runtimes with two clients on one file in one process stall the event loop on SQLite's
- * synchronous lock wait (`busyTimeout`), and commits of different objects do not coalesce. Switch those suites to
- * {@link sqlBackends} once they pass there.
- */
-export const backends: ReadonlyArray<Backend> = [postgres]
 
 /**
  * The `Counter` runtime over `SqlStorage` on a database, through the given `SqlClient` layer (which stays

@@ -35,6 +35,11 @@ export const make = <W, A, E>(options: {
   readonly run: (batch: ReadonlyArray<W>) => Effect.Effect<ReadonlyArray<Exit.Exit<A, E>>, E>
   /** The failure of the writes of a batch whose leader was interrupted mid-commit (outcome unknown). */
   readonly interrupted: () => E
+  /**
+   * Whether running a batch twice is harmless (reads). Then the unfinished entries of a batch whose leader
+   * was interrupted go back to the front of the queue for the next leader instead of failing.
+   */
+  readonly idempotent?: boolean | undefined
 }): Batcher<W, A, E> => {
   let queue: Array<Entry<W, A, E>> = []
   let running = false
@@ -77,13 +82,18 @@ export const make = <W, A, E>(options: {
     resume?.(LEAD)
   }
 
-  const runBatch = (batch: ReadonlyArray<Entry<W, A, E>>) =>
+  const runBatch = (leader: Entry<W, A, E>, batch: ReadonlyArray<Entry<W, A, E>>) =>
     Effect.onExit(Effect.exit(options.run(batch.map((entry) => entry.write))), (exit) =>
       Effect.sync(() => {
         if (Exit.isSuccess(exit)) {
           const outcome = exit.value
           if (Exit.isSuccess(outcome)) batch.forEach((entry, i) => complete(entry, outcome.value[i]!))
           else for (const entry of batch) complete(entry, Exit.failCause(outcome.cause))
+        } else if (options.idempotent === true) {
+          // The leader was interrupted: the others' entries run again with the next leader.
+          const unfinished = batch.filter((entry) => entry.exit === undefined && !entry.cancelled && entry !== leader)
+          for (const entry of unfinished) entry.sent = false
+          queue = [...unfinished, ...queue]
         } else {
           // The leader was interrupted in the middle of a commit: nobody can know its outcome.
           const failure = Exit.fail(options.interrupted())
@@ -96,11 +106,15 @@ export const make = <W, A, E>(options: {
       while (entry.exit === undefined) {
         const batch = takeBatch()
         if (batch.length === 0) break
-        yield* runBatch(batch)
+        yield* runBatch(entry, batch)
       }
       return entry.exit
     }).pipe(
-      Effect.ensuring(Effect.sync(handOver)),
+      Effect.ensuring(Effect.sync(() => {
+        // An interrupted leader whose own write never went out withdraws it: nobody waits for its outcome.
+        if (!entry.sent) entry.cancelled = true
+        handOver()
+      })),
       Effect.flatMap((exit) => exit ?? Effect.failCause(Cause.interrupt()))
     )
 
@@ -127,8 +141,8 @@ export const make = <W, A, E>(options: {
           entry.resume = (signal) => resume(Effect.succeed(signal))
           return Effect.sync(() => {
             entry.resume = undefined
-            if (entry.sent) return
             entry.cancelled = true
+            if (entry.sent) return
             // A writer handed the lead but interrupted before taking it passes it on.
             if (entry.leading) handOver()
           })
