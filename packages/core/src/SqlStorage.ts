@@ -106,7 +106,14 @@ export const tables = (options?: Options): Effect.Effect<Tables, StorageError> =
     })
   })
 
-const indexName = (t: Tables) => `${t.alarms.replace(/^.*\./, "")}_fire_at_idx`
+/** The name of one of the alarm table's indexes (PostgreSQL creates it in the table's schema). */
+const alarmIndex = (t: Tables, suffix: string) => `${t.alarms.replace(/^.*\./, "")}_${suffix}`
+const indexName = (t: Tables) => alarmIndex(t, "fire_at_idx")
+/** An index name as `DROP INDEX` needs it: in the alarm table's schema, when it has one. */
+const qualifiedIndex = (t: Tables, name: string) => {
+  const dot = t.alarms.lastIndexOf(".")
+  return dot < 0 ? name : `${t.alarms.slice(0, dot)}.${name}`
+}
 
 type Migration = {
   readonly up: (sql: SqlClient.SqlClient, t: Tables) => Effect.Effect<unknown, SqlError.SqlError>
@@ -152,6 +159,25 @@ const migrationList: ReadonlyArray<readonly [id: number, name: string, migration
       Effect.gen(function*() {
         yield* sql`DROP TABLE IF EXISTS ${sql(t.alarms)}`
         yield* sql`DROP TABLE IF EXISTS ${sql(t.objects)}`
+      })
+  }],
+  // Claims and the next-alarm query read one object type's due alarms in fire order: with only the index on
+  // fire_at, SQLite scanned and sorted every alarm of the type per claim (30-60 ms at 100,000 alarms). Both
+  // indexes are partial, so failed alarms and unclaimed ones cost them nothing.
+  [2, "durable_object_alarm_indexes", {
+    up: (sql, t) =>
+      Effect.gen(function*() {
+        yield* sql`CREATE INDEX IF NOT EXISTS ${sql(alarmIndex(t, "due_idx"))}
+          ON ${sql(t.alarms)} (object_type, fire_at) WHERE failed_at IS NULL`
+        yield* sql`CREATE INDEX IF NOT EXISTS ${sql(alarmIndex(t, "lease_idx"))}
+          ON ${sql(t.alarms)} (object_type, claim_expires_at) WHERE claim_owner IS NOT NULL`
+        yield* sql`DROP INDEX IF EXISTS ${sql(qualifiedIndex(t, indexName(t)))}`
+      }),
+    down: (sql, t) =>
+      Effect.gen(function*() {
+        yield* sql`CREATE INDEX IF NOT EXISTS ${sql(indexName(t))} ON ${sql(t.alarms)} (fire_at)`
+        yield* sql`DROP INDEX IF EXISTS ${sql(qualifiedIndex(t, alarmIndex(t, "lease_idx")))}`
+        yield* sql`DROP INDEX IF EXISTS ${sql(qualifiedIndex(t, alarmIndex(t, "due_idx")))}`
       })
   }]
 ]
@@ -577,22 +603,55 @@ export const make = (options?: Options): Effect.Effect<
       )
 
     const claimDueAlarms = (request: ClaimRequest): Effect.Effect<ReadonlyArray<ClaimedAlarm>, StorageError> => {
-      if (request.objectTypes.length === 0) return Effect.succeed([])
-      const claimable = sql`fire_at <= ${request.now} AND failed_at IS NULL
-        AND (claim_owner IS NULL OR claim_expires_at <= ${request.now})
-        AND ${sql.in("object_type", request.objectTypes)}`
-      // The outer WHERE repeats the conditions: under concurrent claimers PostgreSQL re-checks them on the
-      // row it finally locks, so an alarm is never claimed twice; SKIP LOCKED just avoids waiting.
-      const due = isPg
-        ? sql`SELECT object_type, object_id, name FROM ${alarms} WHERE ${claimable}
-            ORDER BY fire_at LIMIT ${request.limit} FOR UPDATE SKIP LOCKED`
-        : sql`SELECT object_type, object_id, name FROM ${alarms} WHERE ${claimable}
-            ORDER BY fire_at LIMIT ${request.limit}`
-      return sql<AlarmRow>`UPDATE ${alarms}
-          SET claim_owner = ${request.claim}, claim_expires_at = ${request.now + request.leaseMillis},
-            attempts = attempts + 1
-          WHERE (object_type, object_id, name) IN (${due}) AND ${claimable}
-          RETURNING ${alarmColumns}`.pipe(
+      const types = Array.from(new Set(request.objectTypes))
+      if (types.length === 0) return Effect.succeed([])
+      const now = request.now
+      const claimable = sql`fire_at <= ${now} AND failed_at IS NULL
+        AND (claim_owner IS NULL OR claim_expires_at <= ${now})`
+      // Each type's earliest due alarms come from its own range of the (object_type, fire_at) index, and only
+      // those candidates are merged and sorted: a single `object_type IN (…) ORDER BY fire_at` makes both
+      // databases sort every due alarm of every type first.
+      const set = sql`SET claim_owner = ${request.claim}, claim_expires_at = ${now + request.leaseMillis},
+          attempts = attempts + 1`
+      const claimed = isPg
+        // SKIP LOCKED: concurrent claimers take different alarms instead of waiting. PostgreSQL re-checks the
+        // conditions on the row it finally locks, and the UPDATE checks them again, so an alarm is never
+        // claimed twice. MATERIALIZED: the candidates are chosen once (a subquery under IN may be rescanned,
+        // claiming more than `limit`).
+        ? sql<AlarmRow>`WITH due AS MATERIALIZED (
+              SELECT d.object_type, d.object_id, d.name
+              FROM (VALUES ${sql.csv(types.map((type) => sql`(${type}::text)`))}) AS requested(object_type)
+              CROSS JOIN LATERAL (
+                SELECT object_type, object_id, name, fire_at FROM ${alarms} AS a
+                WHERE a.object_type = requested.object_type AND ${claimable}
+                ORDER BY fire_at LIMIT ${request.limit} FOR UPDATE SKIP LOCKED
+              ) AS d
+              ORDER BY d.fire_at LIMIT ${request.limit}
+            )
+            UPDATE ${alarms} AS a ${set}
+            FROM due
+            WHERE a.object_type = due.object_type AND a.object_id = due.object_id AND a.name = due.name
+              AND ${claimable}
+            RETURNING ${
+          sql.literal(
+            "a.object_type, a.object_id, a.name, a.fire_at, a.payload::text AS payload, a.cron, a.attempts, " +
+              "a.failed_at, a.last_error"
+          )
+        }`
+        // SQLite runs one writer at a time, so the statement cannot race another claimer.
+        : sql<AlarmRow>`UPDATE ${alarms} ${set}
+            WHERE (object_type, object_id, name) IN (
+              SELECT object_type, object_id, name FROM (${
+          sql.join(" UNION ALL ", false)(
+            types.map((type) =>
+              sql`SELECT * FROM (SELECT object_type, object_id, name, fire_at FROM ${alarms}
+                WHERE object_type = ${type} AND ${claimable} ORDER BY fire_at LIMIT ${request.limit})`
+            )
+          )
+        }) ORDER BY fire_at LIMIT ${request.limit}
+            ) AND ${claimable}
+            RETURNING ${alarmColumns}`
+      return claimed.pipe(
         Effect.map((rows) =>
           rows.map((row): ClaimedAlarm => ({
             ...toAlarm(row),
@@ -605,16 +664,28 @@ export const make = (options?: Options): Effect.Effect<
       )
     }
 
-    const nextAlarmAt = (objectTypes: ReadonlyArray<string>): Effect.Effect<number | undefined, StorageError> =>
-      objectTypes.length === 0 ? Effect.succeed(undefined) : sql<{ next: number | string | null }>`SELECT MIN(
-          CASE WHEN claim_owner IS NOT NULL AND claim_expires_at > fire_at THEN claim_expires_at ELSE fire_at END
-        ) AS next FROM ${alarms} WHERE failed_at IS NULL AND ${sql.in("object_type", objectTypes)}`.pipe(
+    // Per type: the earliest unclaimed alarm (the first of its range of the due index that nobody holds) and
+    // the earliest end of a lease on a claimed one (from the small partial index of claimed alarms). A claim
+    // always ends after its alarm's fire time, but a row written by hand may not: the CASE keeps the later.
+    const nextAlarmAt = (objectTypes: ReadonlyArray<string>): Effect.Effect<number | undefined, StorageError> => {
+      const types = Array.from(new Set(objectTypes))
+      if (types.length === 0) return Effect.succeed(undefined)
+      const candidates = types.flatMap((type) => [
+        sql`SELECT (SELECT fire_at FROM ${alarms} WHERE object_type = ${type} AND failed_at IS NULL
+            AND claim_owner IS NULL ORDER BY fire_at LIMIT 1) AS next`,
+        sql`SELECT (SELECT MIN(CASE WHEN claim_expires_at > fire_at THEN claim_expires_at ELSE fire_at END)
+            FROM ${alarms} WHERE object_type = ${type} AND claim_owner IS NOT NULL) AS next`
+      ])
+      return sql<{ next: number | string | null }>`SELECT MIN(next) AS next FROM (${
+        sql.join(" UNION ALL ", false)(candidates)
+      }) AS candidates`.pipe(
         Effect.map((rows) => {
           const next = rows[0]?.next
           return next === null || next === undefined ? undefined : Number(next)
         }),
         Effect.mapError(toStorageError("nextAlarmAt"))
       )
+    }
 
     const releaseAlarm = (release: AlarmRelease): Effect.Effect<boolean, StorageError> =>
       sql<{ name: string }>`UPDATE ${alarms} SET claim_owner = NULL, claim_expires_at = NULL,
