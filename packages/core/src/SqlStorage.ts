@@ -301,6 +301,20 @@ const hasAlarmChanges = (write: WriteSet): boolean => {
     (changes.fired !== undefined || changes.removeAll || changes.remove.length > 0 || changes.put.length > 0)
 }
 
+/** A write set that fires an alarm and changes nothing else about alarms (the usual alarm commit). */
+type FiredWrite = WriteSet & {
+  readonly state: string
+  readonly alarms: AlarmChanges & { readonly fired: NonNullable<AlarmChanges["fired"]> }
+}
+
+const isFiredOnly = (write: WriteSet): write is FiredWrite => {
+  const changes = write.alarms
+  return write.state !== null && write.expectedVersion > 0 && changes !== undefined &&
+    changes.fired !== undefined && !changes.removeAll && changes.remove.length === 0 && changes.put.length === 0
+}
+
+const objectKey = (objectType: string, objectId: string) => `${objectType}\u0000${objectId}`
+
 const record = (operation: "load" | "save" | "delete", outcome: string, start: number) =>
   Effect.flatMap(
     Clock.currentTimeMillis,
@@ -428,6 +442,74 @@ export const make = (options?: Options): Effect.Effect<
         }
       })
 
+    /**
+     * The fired alarms of many write sets that change nothing else about alarms, removed in one statement
+     * where their claims still hold; returns the keys (`objectKey`) of the objects whose alarm was removed.
+     */
+    const deleteFired = (writes: ReadonlyArray<FiredWrite>) =>
+      Effect.map(
+        sql<{ object_type: string; object_id: string }>`DELETE FROM ${alarms}
+          WHERE (object_type, object_id, name, claim_owner) IN (VALUES ${
+          sql.csv(writes.map((w) =>
+            isPg
+              ? sql`(${w.objectType}::text, ${w.objectId}::text, ${w.alarms.fired.name}::text, ${w.alarms.fired.claim}::text)`
+              : sql`(${w.objectType}, ${w.objectId}, ${w.alarms.fired.name}, ${w.alarms.fired.claim})`
+          ))
+        })
+          RETURNING object_type, object_id`,
+        (rows) => new Set(rows.map((row) => objectKey(row.object_type, row.object_id)))
+      )
+
+    /** Fenced updates of the states of many existing objects in one statement; returns the new versions by key. */
+    const updateStates = (writes: ReadonlyArray<FiredWrite>, now: number) =>
+      Effect.map(
+        isPg
+          ? sql<{ object_type: string; object_id: string; version: number | string }>`UPDATE ${objects} AS o
+              SET state = v.state, version = o.version + 1, updated_at = ${now}
+              FROM (VALUES ${
+            sql.csv(writes.map((w) =>
+              sql`(${w.objectType}::text, ${w.objectId}::text, ${w.state}::jsonb, ${w.expectedVersion}::bigint)`
+            ))
+          }) AS v(object_type, object_id, state, expected)
+              WHERE o.object_type = v.object_type AND o.object_id = v.object_id AND o.version = v.expected
+              RETURNING o.object_type, o.object_id, o.version`
+          : sql<{ object_type: string; object_id: string; version: number | string }>`UPDATE ${objects} AS o
+              SET state = v.column3, version = o.version + 1, updated_at = ${now}
+              FROM (VALUES ${
+            sql.csv(writes.map((w) =>
+              sql`(${w.objectType}, ${w.objectId}, ${w.state}, ${w.expectedVersion})`
+            ))
+          }) AS v
+              WHERE o.object_type = v.column1 AND o.object_id = v.column2 AND o.version = v.column4
+              RETURNING object_type, object_id, version`,
+        (rows) => new Map(rows.map((row) => [objectKey(row.object_type, row.object_id), Number(row.version)]))
+      )
+
+    /**
+     * The commits of many fired alarms (state written, the fired alarm removed, nothing else) in two
+     * statements instead of a savepoint and four statements each. Each write keeps its own outcome: one whose
+     * claim no longer holds fails alone with `AlarmClaimLost` and writes nothing. A version conflict needs the
+     * undoing of that write's alarm removal, so it undoes the whole attempt (a savepoint) and returns
+     * `undefined`: the caller then commits each write on its own (another process wrote one of the objects,
+     * which is rare).
+     */
+    const commitFired = (writes: ReadonlyArray<FiredWrite>, now: number) =>
+      sql.withTransaction(Effect.gen(function*() {
+        const held = yield* deleteFired(writes)
+        const live = writes.filter((w) => held.has(objectKey(w.objectType, w.objectId)))
+        const applied = live.length === 0 ? new Map<string, number>() : yield* updateStates(live, now)
+        const conflicted = live.find((w) => !applied.has(objectKey(w.objectType, w.objectId)))
+        if (conflicted !== undefined) return yield* conflict(conflicted)
+        return writes.map((w): Exit.Exit<number, AlarmClaimLost> => {
+          const version = applied.get(objectKey(w.objectType, w.objectId))
+          return version !== undefined
+            ? Exit.succeed(version)
+            : Exit.fail(
+              new AlarmClaimLost({ objectType: w.objectType, objectId: w.objectId, name: w.alarms.fired.name })
+            )
+        })
+      })).pipe(Effect.catchTag("VersionConflict", () => Effect.succeed(undefined)))
+
     const deleteObject = (write: WriteSet) =>
       sql.withTransaction(Effect.gen(function*() {
         const fired = write.alarms?.fired
@@ -475,9 +557,11 @@ export const make = (options?: Options): Effect.Effect<
       Effect.map(
         sql<{ object_type: string; object_id: string; version: number | string }>`WITH input AS (
             SELECT * FROM (VALUES ${
-          sql.csv(writes.map((w) =>
-            sql`(${w.objectType}::text, ${w.objectId}::text, ${w.state}::jsonb, ${w.expectedVersion}::bigint)`
-          ))
+          sql.csv(
+            writes.map((w) =>
+              sql`(${w.objectType}::text, ${w.objectId}::text, ${w.state}::jsonb, ${w.expectedVersion}::bigint)`
+            )
+          )
         }) AS input(object_type, object_id, state, expected)
           ), updated AS (
             UPDATE ${objects} AS o SET state = input.state, version = o.version + 1, updated_at = ${now}
@@ -493,8 +577,7 @@ export const make = (options?: Options): Effect.Effect<
           )
           SELECT object_type, object_id, version FROM updated
           UNION ALL SELECT object_type, object_id, version FROM inserted`,
-        (rows) =>
-          new Map(rows.map((row) => [`${row.object_type}\u0000${row.object_id}`, Number(row.version)]))
+        (rows) => new Map(rows.map((row) => [`${row.object_type}\u0000${row.object_id}`, Number(row.version)]))
       )
 
     /**
@@ -521,6 +604,14 @@ export const make = (options?: Options): Effect.Effect<
               const version = applied.get(`${write.objectType}\u0000${write.objectId}`)
               results[i] = version !== undefined ? Exit.succeed(version) : yield* Effect.exit(conflict(write))
             }
+          }
+          const fired: Array<number> = []
+          writes.forEach((write, i) => {
+            if (isFiredOnly(write)) fired.push(i)
+          })
+          if (fired.length > 1) {
+            const outcomes = yield* commitFired(fired.map((i) => writes[i] as FiredWrite), now)
+            if (outcomes !== undefined) fired.forEach((i, j) => results[i] = outcomes[j]!)
           }
           for (let i = 0; i < writes.length; i++) {
             if (results[i] !== undefined) continue
