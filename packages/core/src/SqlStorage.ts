@@ -19,6 +19,7 @@ import type { Scheduler, SchedulerOptions } from "./internal/scheduler.ts"
 import { span } from "./internal/span.ts"
 import {
   type AlarmChanges,
+  type AlarmPut,
   type AlarmRecord,
   type AlarmRelease,
   type ClaimedAlarm,
@@ -301,7 +302,10 @@ const hasAlarmChanges = (write: WriteSet): boolean => {
     (changes.fired !== undefined || changes.removeAll || changes.remove.length > 0 || changes.put.length > 0)
 }
 
-/** A write set that fires an alarm and changes nothing else about alarms (the usual alarm commit). */
+/**
+ * A write set that fires an alarm (the usual alarm commit): it writes the state of an existing object, and
+ * may cancel or schedule alarms by name, but not cancel them all.
+ */
 type FiredWrite = WriteSet & {
   readonly state: string
   readonly alarms: AlarmChanges & { readonly fired: NonNullable<AlarmChanges["fired"]> }
@@ -310,7 +314,7 @@ type FiredWrite = WriteSet & {
 const isFiredOnly = (write: WriteSet): write is FiredWrite => {
   const changes = write.alarms
   return write.state !== null && write.expectedVersion > 0 && changes !== undefined &&
-    changes.fired !== undefined && !changes.removeAll && changes.remove.length === 0 && changes.put.length === 0
+    changes.fired !== undefined && !changes.removeAll
 }
 
 const objectKey = (objectType: string, objectId: string) => `${objectType}\u0000${objectId}`
@@ -485,13 +489,54 @@ export const make = (options?: Options): Effect.Effect<
         (rows) => new Map(rows.map((row) => [objectKey(row.object_type, row.object_id), Number(row.version)]))
       )
 
+    /** Removes alarms of many objects by name in one statement. */
+    const removeAlarms = (removals: ReadonlyArray<readonly [write: WriteSet, name: string]>) =>
+      sql`DELETE FROM ${alarms} WHERE (object_type, object_id, name) IN (VALUES ${
+        sql.csv(removals.map(([w, name]) =>
+          isPg
+            ? sql`(${w.objectType}::text, ${w.objectId}::text, ${name}::text)`
+            : sql`(${w.objectType}, ${w.objectId}, ${name})`
+        ))
+      })`
+
+    /** Schedules (or replaces, by name) alarms of many objects in one statement, exactly as `applyAlarms` does. */
+    const putAlarms = (puts: ReadonlyArray<readonly [write: WriteSet, put: AlarmPut]>, now: number) =>
+      sql`INSERT INTO ${alarms}
+          (object_type, object_id, name, fire_at, payload, cron, attempts, claim_owner, claim_expires_at,
+           failed_at, last_error, created_at)
+        VALUES ${
+        sql.csv(puts.map(([w, put]) =>
+          sql`(${w.objectType}, ${w.objectId}, ${put.name}, ${put.fireAt}, ${
+            jsonParam(put.payload)
+          }, ${put.cron}, 0, NULL, NULL, NULL, NULL, ${now})`
+        ))
+      }
+        ON CONFLICT (object_type, object_id, name) DO UPDATE SET
+          fire_at = excluded.fire_at, payload = excluded.payload, cron = excluded.cron, attempts = 0,
+          claim_owner = NULL, claim_expires_at = NULL, failed_at = NULL, last_error = NULL,
+          created_at = excluded.created_at`
+
+    /** Rows per multi-row alarm statement: far below both databases' limits on bound parameters. */
+    const alarmRowsPerStatement = 500
+
+    const inChunks = <A>(
+      rows: ReadonlyArray<A>,
+      f: (chunk: ReadonlyArray<A>) => Effect.Effect<unknown, SqlError.SqlError>
+    ) =>
+      Effect.gen(function*() {
+        for (let start = 0; start < rows.length; start += alarmRowsPerStatement) {
+          yield* f(rows.slice(start, start + alarmRowsPerStatement))
+        }
+      })
+
     /**
-     * The commits of many fired alarms (state written, the fired alarm removed, nothing else) in two
-     * statements instead of a savepoint and four statements each. Each write keeps its own outcome: one whose
-     * claim no longer holds fails alone with `AlarmClaimLost` and writes nothing. A version conflict needs the
-     * undoing of that write's alarm removal, so it undoes the whole attempt (a savepoint) and returns
-     * `undefined`: the caller then commits each write on its own (another process wrote one of the objects,
-     * which is rare).
+     * The commits of many fired alarms (the usual alarm commit: state written, the fired alarm removed, maybe
+     * alarms cancelled or scheduled, as a recurring alarm re-arming itself does) in a few statements for the
+     * whole batch instead of a savepoint and four or more statements each. Each write keeps its own outcome:
+     * one whose claim no longer holds fails alone with `AlarmClaimLost` and writes nothing. A version conflict
+     * would need the undoing of that write's alarm removal, so it undoes the whole attempt (a savepoint) and
+     * returns `undefined`: the caller then commits each write on its own (another process wrote one of the
+     * objects, which is rare).
      */
     const commitFired = (writes: ReadonlyArray<FiredWrite>, now: number) =>
       sql.withTransaction(Effect.gen(function*() {
@@ -500,6 +545,18 @@ export const make = (options?: Options): Effect.Effect<
         const applied = live.length === 0 ? new Map<string, number>() : yield* updateStates(live, now)
         const conflicted = live.find((w) => !applied.has(objectKey(w.objectType, w.objectId)))
         if (conflicted !== undefined) return yield* conflict(conflicted)
+        // Only now that every live write applied: their other alarm changes, in `applyAlarms`' order.
+        const removals = live.flatMap((w) => w.alarms.remove.map((name) => [w, name] as const))
+        if (removals.length > 0) yield* inChunks(removals, removeAlarms)
+        const puts = live.flatMap((w) => w.alarms.put.map((put) => [w, put] as const))
+        if (puts.length > 0) {
+          // Delivered when the transaction commits, so other runtimes never wake for an alarm that is not there.
+          if (Option.isSome(pg)) {
+            const earliest = puts.reduce((min, [, put]) => Math.min(min, put.fireAt), Infinity)
+            yield* sql`SELECT pg_notify(${channel}, ${String(earliest)})`
+          }
+          yield* inChunks(puts, (chunk) => putAlarms(chunk, now))
+        }
         return writes.map((w): Exit.Exit<number, AlarmClaimLost> => {
           const version = applied.get(objectKey(w.objectType, w.objectId))
           return version !== undefined

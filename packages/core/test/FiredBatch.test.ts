@@ -115,6 +115,73 @@ for (const backend of backends) {
         })
       ))
 
+    it.live("alarms they cancel or schedule (a recurring alarm re-arming) go with them; a lost claim's do not", () =>
+      withStorage(
+        backend,
+        Effect.gen(function*() {
+          const store = yield* Storage.Storage
+          const type = `F${Math.random().toString(36).slice(2, 8)}`
+          yield* seed(store, type)
+          // every object also has an alarm "other" that its handler cancels
+          for (const id of ids) {
+            yield* store.commit({
+              objectType: type,
+              objectId: id,
+              expectedVersion: 1,
+              state: "{\"n\":0}",
+              alarms: {
+                removeAll: false,
+                remove: [],
+                put: [{ name: "other", fireAt: now + 99_000, payload: "null", cron: null }]
+              }
+            })
+          }
+          const spy = observe()
+          const leader = yield* Effect.forkChild(
+            store.commit({ objectType: `${type}_leader`, objectId: "x", expectedVersion: 0, state: "{}" }),
+            { startImmediately: true }
+          )
+          const exits = yield* Effect.forEach(
+            ids,
+            (id) =>
+              Effect.exit(store.commit({
+                objectType: type,
+                objectId: id,
+                expectedVersion: 2,
+                state: `{"n":1,"id":"${id}"}`,
+                alarms: {
+                  fired: { name: "tick", claim: id === "b" ? "lost" : "claim-1" },
+                  removeAll: false,
+                  remove: ["other"],
+                  put: [
+                    { name: "tick", fireAt: now + 60_000, payload: `{"again":"${id}"}`, cron: "{}" },
+                    { name: "next", fireAt: now + 5_000, payload: "null", cron: null }
+                  ]
+                }
+              })),
+            { concurrency: "unbounded" }
+          ).pipe(spy.provide)
+          yield* Fiber.await(leader)
+          assert.deepStrictEqual(exits.map(failureTag), ["ok", "AlarmClaimLost", "ok", "ok", "ok"])
+          assert.strictEqual(spy.statements.filter(isBulkDelete).length, 2, "fired alarms, then cancelled ones")
+          if (backend.name === "PostgreSQL") {
+            assert.strictEqual(spy.statements.filter((s) => s.includes("pg_notify")).length, 1)
+          }
+          for (const id of ids) {
+            const listed = (yield* store.listAlarms(type, id)).map((a) => [a.name, a.fireAt, a.attempts, a.cron])
+            if (id === "b") {
+              assert.strictEqual((yield* store.load(type, id))?.version, 2)
+              assert.deepStrictEqual(listed, [["tick", now - 1, 1, null], ["other", now + 99_000, 0, null]])
+            } else {
+              assert.strictEqual((yield* store.load(type, id))?.version, 3)
+              assert.deepStrictEqual(listed, [["next", now + 5_000, 0, null], ["tick", now + 60_000, 0, "{}"]])
+              const tick = (yield* store.listAlarms(type, id)).find((a) => a.name === "tick")
+              assert.deepStrictEqual(JSON.parse(tick!.payload), { again: id })
+            }
+          }
+        })
+      ))
+
     it.live("a version conflict among them undoes the batch; each write then gets its own outcome", () =>
       withStorage(
         backend,
