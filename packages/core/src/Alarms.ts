@@ -159,7 +159,7 @@ export type Scheduler = scheduler.Scheduler
 
 /**
  * Options of the alarm scheduler: `pollInterval` (default 5 s), `leaseDuration` (default 60 s),
- * `concurrency` (default 32) and `batchSize` (default 256).
+ * `concurrency` (default 256) and `batchSize` (default 256).
  *
  * @since 0.1.0
  * @category models

@@ -14,6 +14,7 @@
  */
 import { Context, Effect, Layer } from "effect"
 import { AlarmClaimLost, StorageError, VersionConflict } from "./Errors.ts"
+import * as Heap from "./internal/heap.ts"
 import * as scheduler from "./internal/scheduler.ts"
 
 /**
@@ -188,13 +189,40 @@ interface MemoryObject {
   version: number
 }
 
-interface MemoryAlarm {
+interface MemoryAlarm extends Heap.HeapItem {
+  readonly objectType: string
+  readonly objectId: string
   record: AlarmRecord
   claim: string | null
   claimExpiresAt: number | null
+  /** Insertion order: the last tie-break, so alarms due at the same time are claimed first in, first out. */
+  readonly seq: number
+}
+
+/**
+ * The alarms of one object type, indexed so that claiming and finding the next alarm cost O(log n) per
+ * alarm instead of a scan of every alarm: `ready` holds the alarms that fire when their time comes (not
+ * claimed, or claimed under a lease that expired), earliest first; `leased` holds the claimed ones, by the
+ * time their lease expires. Failed alarms are in neither.
+ */
+interface TypeIndex {
+  readonly ready: Heap.Heap<MemoryAlarm>
+  readonly leased: Heap.Heap<MemoryAlarm>
 }
 
 const byFireAt = (a: AlarmRecord, b: AlarmRecord) => a.fireAt - b.fireAt || (a.name < b.name ? -1 : 1)
+
+const readyBefore = (a: MemoryAlarm, b: MemoryAlarm) =>
+  a.record.fireAt !== b.record.fireAt
+    ? a.record.fireAt < b.record.fireAt
+    : a.record.name !== b.record.name
+    ? a.record.name < b.record.name
+    : a.seq < b.seq
+
+/** When a claimed alarm becomes claimable again (its lease ran out), as `nextAlarmAt` reports it. */
+const leaseEnd = (alarm: MemoryAlarm) => Math.max(alarm.record.fireAt, alarm.claimExpiresAt ?? 0)
+
+const leasedBefore = (a: MemoryAlarm, b: MemoryAlarm) => leaseEnd(a) < leaseEnd(b)
 
 const key = (objectType: string, objectId: string) => `${objectType.length}:${objectType}/${objectId}`
 
@@ -208,17 +236,39 @@ const key = (objectType: string, objectId: string) => `${objectType.length}:${ob
  */
 export const makeMemory: Effect.Effect<Storage["Service"]> = Effect.sync(() => {
   const objects = new Map<string, MemoryObject>()
-  const alarms = new Map<string, { objectType: string; objectId: string; byName: Map<string, MemoryAlarm> }>()
+  const alarms = new Map<string, Map<string, MemoryAlarm>>()
+  const indexes = new Map<string, TypeIndex>()
+  let seq = 0
+
+  const indexOf = (objectType: string): TypeIndex => {
+    let index = indexes.get(objectType)
+    if (index === undefined) {
+      index = { ready: Heap.make(readyBefore), leased: Heap.make(leasedBefore) }
+      indexes.set(objectType, index)
+    }
+    return index
+  }
+
+  const unindex = (alarm: MemoryAlarm) => {
+    const index = indexes.get(alarm.objectType)
+    if (index !== undefined && !index.ready.remove(alarm)) index.leased.remove(alarm)
+  }
 
   const sortedAlarms = (k: string): ReadonlyArray<AlarmRecord> => {
     const forObject = alarms.get(k)
     if (forObject === undefined) return []
-    return Array.from(forObject.byName.values(), (a) => a.record).toSorted(byFireAt)
+    return Array.from(forObject.values(), (a) => a.record).toSorted(byFireAt)
   }
 
-  const claimable = (alarm: MemoryAlarm, now: number) =>
-    alarm.record.failedAt === null && alarm.record.fireAt <= now &&
-    (alarm.claim === null || (alarm.claimExpiresAt ?? 0) <= now)
+  /** Moves the alarms whose lease expired by `now` back to `ready`, where they can be claimed again. */
+  const expireLeases = (index: TypeIndex, now: number) => {
+    let head = index.leased.peek()
+    while (head !== undefined && leaseEnd(head) <= now) {
+      index.leased.pop()
+      index.ready.push(head)
+      head = index.leased.peek()
+    }
+  }
 
   return Storage.of({
     load: (objectType, objectId) =>
@@ -244,85 +294,118 @@ export const makeMemory: Effect.Effect<Storage["Service"]> = Effect.sync(() => {
         const changes = write.alarms
         let forObject = alarms.get(k)
         const fired = changes?.fired
-        if (fired !== undefined && forObject?.byName.get(fired.name)?.claim !== fired.claim) {
+        if (fired !== undefined && forObject?.get(fired.name)?.claim !== fired.claim) {
           return Effect.fail(
             new AlarmClaimLost({ objectType: write.objectType, objectId: write.objectId, name: fired.name })
           )
         }
+        const drop = (name: string) => {
+          const alarm = forObject?.get(name)
+          if (alarm === undefined) return
+          unindex(alarm)
+          forObject!.delete(name)
+        }
         if (write.state === null) {
           objects.delete(k)
+          if (forObject !== undefined) { for (const alarm of forObject.values()) unindex(alarm) }
           alarms.delete(k)
           return Effect.succeed(0)
         }
         const version = actual + 1
         objects.set(k, { state: write.state, version })
         if (changes !== undefined) {
-          if (fired !== undefined) forObject?.byName.delete(fired.name)
-          if (changes.removeAll) forObject?.byName.clear()
-          for (const name of changes.remove) forObject?.byName.delete(name)
+          if (fired !== undefined) drop(fired.name)
+          if (changes.removeAll && forObject !== undefined) {
+            for (const alarm of forObject.values()) unindex(alarm)
+            forObject.clear()
+          }
+          for (const name of changes.remove) drop(name)
           if (changes.put.length > 0) {
             if (forObject === undefined) {
-              forObject = { objectType: write.objectType, objectId: write.objectId, byName: new Map() }
+              forObject = new Map()
               alarms.set(k, forObject)
             }
+            const index = indexOf(write.objectType)
             for (const put of changes.put) {
-              forObject.byName.set(put.name, {
+              drop(put.name)
+              const alarm: MemoryAlarm = {
+                objectType: write.objectType,
+                objectId: write.objectId,
                 record: { ...put, attempts: 0, failedAt: null, lastError: null },
                 claim: null,
-                claimExpiresAt: null
-              })
+                claimExpiresAt: null,
+                seq: seq++,
+                heapIndex: -1
+              }
+              forObject.set(put.name, alarm)
+              index.ready.push(alarm)
             }
           }
-          if (forObject !== undefined && forObject.byName.size === 0) alarms.delete(k)
+          if (forObject !== undefined && forObject.size === 0) alarms.delete(k)
         }
         return Effect.succeed(version)
       }),
     listAlarms: (objectType, objectId) => Effect.sync(() => sortedAlarms(key(objectType, objectId))),
     claimDueAlarms: (request) =>
       Effect.sync(() => {
-        const types = new Set(request.objectTypes)
-        const due: Array<{ readonly alarm: MemoryAlarm; readonly objectType: string; readonly objectId: string }> = []
-        for (const forObject of alarms.values()) {
-          if (!types.has(forObject.objectType)) continue
-          for (const alarm of forObject.byName.values()) {
-            if (claimable(alarm, request.now)) {
-              due.push({ alarm, objectType: forObject.objectType, objectId: forObject.objectId })
-            }
-          }
+        const now = request.now
+        const typeIndexes: Array<TypeIndex> = []
+        for (const objectType of new Set(request.objectTypes)) {
+          const index = indexes.get(objectType)
+          if (index === undefined) continue
+          expireLeases(index, now)
+          typeIndexes.push(index)
         }
-        due.sort((a, b) => byFireAt(a.alarm.record, b.alarm.record))
-        return due.slice(0, request.limit).map(({ alarm, objectId, objectType }): ClaimedAlarm => {
+        const claimed: Array<ClaimedAlarm> = []
+        while (claimed.length < request.limit) {
+          // The earliest due alarm across the requested types.
+          let from: TypeIndex | undefined
+          for (const index of typeIndexes) {
+            const head = index.ready.peek()
+            if (head === undefined || head.record.fireAt > now) continue
+            if (from === undefined || readyBefore(head, from.ready.peek()!)) from = index
+          }
+          if (from === undefined) break
+          const alarm = from.ready.pop()!
           alarm.claim = request.claim
-          alarm.claimExpiresAt = request.now + request.leaseMillis
+          alarm.claimExpiresAt = now + request.leaseMillis
           alarm.record = { ...alarm.record, attempts: alarm.record.attempts + 1 }
-          return { ...alarm.record, objectType, objectId, claim: request.claim }
-        })
+          from.leased.push(alarm)
+          claimed.push({
+            ...alarm.record,
+            objectType: alarm.objectType,
+            objectId: alarm.objectId,
+            claim: request.claim
+          })
+        }
+        return claimed
       }),
     nextAlarmAt: (objectTypes) =>
       Effect.sync(() => {
-        const types = new Set(objectTypes)
         let next: number | undefined
-        for (const forObject of alarms.values()) {
-          if (!types.has(forObject.objectType)) continue
-          for (const alarm of forObject.byName.values()) {
-            if (alarm.record.failedAt !== null) continue
-            const at = alarm.claim === null
-              ? alarm.record.fireAt
-              : Math.max(alarm.record.fireAt, alarm.claimExpiresAt ?? 0)
-            if (next === undefined || at < next) next = at
-          }
+        for (const objectType of objectTypes) {
+          const index = indexes.get(objectType)
+          if (index === undefined) continue
+          const ready = index.ready.peek()
+          if (ready !== undefined && (next === undefined || ready.record.fireAt < next)) next = ready.record.fireAt
+          const leased = index.leased.peek()
+          if (leased !== undefined && (next === undefined || leaseEnd(leased) < next)) next = leaseEnd(leased)
         }
         return next
       }),
     releaseAlarm: (release) =>
       Effect.sync(() => {
-        const alarm = alarms.get(key(release.objectType, release.objectId))?.byName.get(release.name)
+        const alarm = alarms.get(key(release.objectType, release.objectId))?.get(release.name)
         if (alarm === undefined || alarm.claim !== release.claim) return false
+        unindex(alarm)
         alarm.claim = null
         alarm.claimExpiresAt = null
-        alarm.record = release.retryAt === null
-          ? { ...alarm.record, failedAt: release.now, lastError: release.error }
-          : { ...alarm.record, fireAt: release.retryAt, lastError: release.error }
+        if (release.retryAt === null) {
+          alarm.record = { ...alarm.record, failedAt: release.now, lastError: release.error }
+        } else {
+          alarm.record = { ...alarm.record, fireAt: release.retryAt, lastError: release.error }
+          indexOf(alarm.objectType).ready.push(alarm)
+        }
         return true
       })
   })

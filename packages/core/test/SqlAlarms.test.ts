@@ -108,6 +108,43 @@ for (const backend of backends) {
     )
 
     it.live(
+      "recurring alarms of many objects due together re-arm through their shared commits",
+      () =>
+        Effect.gen(function*() {
+          const db = yield* backend.database
+          const ids = Array.from({ length: 300 }, (_, i) => `r${i}`)
+          yield* Effect.gen(function*() {
+            yield* Effect.forEach(ids, (id) => Reminders.client(id).every({ cron: "* * * * * *" }), {
+              concurrency: 50,
+              discard: true
+            })
+            let fired: ReadonlyArray<number> = []
+            for (let round = 0; round < 60; round++) {
+              yield* Effect.sleep("250 millis")
+              fired = yield* Effect.forEach(
+                ids,
+                (id) => Effect.map(Reminders.client(id).read(), (s) => s.fired.length),
+                {
+                  concurrency: 50
+                }
+              )
+              if (fired.every((n) => n >= 2)) break
+            }
+            assert.isTrue(fired.every((n) => n >= 2), "every object's alarm fired at least twice")
+            const now = yield* Clock.currentTimeMillis
+            const alarms = yield* Effect.forEach(ids, (id) => DurableObject.listAlarms(Reminders, id), {
+              concurrency: 50
+            })
+            for (const listed of alarms) {
+              assert.deepStrictEqual(listed.map((a) => a.name), ["tick"], "re-armed, once")
+              assert.isTrue(listed[0]!.fireAt.epochMilliseconds > now - 2_000)
+            }
+          }).pipe(Effect.provide(runtime(Reminders, db)))
+        }),
+      60_000
+    )
+
+    it.live(
       "near alarms fire within milliseconds of their time (lateness is measured and reported)",
       () =>
         Effect.gen(function*() {

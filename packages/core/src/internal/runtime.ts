@@ -1079,96 +1079,128 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     // ---------------------------------------------------------------------------------------------------
 
     const maxRetries = options.alarmRetry?.maxRetries ?? 6
-    const alarmMetric = (name: string, outcome: Telemetry.AlarmOutcome) =>
-      Metric.update(Metric.withAttributes(Telemetry.alarms, { object_type: objectType, alarm: name, outcome }), 1)
     const latenessMetric = Metric.withAttributes(Telemetry.alarmLateness, { object_type: objectType })
+    // Made once per alarm name: a metric with attributes made per update computes its series key every time.
+    const alarmCounters = new Map<string, Record<Telemetry.AlarmOutcome, Metric.Metric<number, unknown>>>()
+    const alarmCounter = (name: string, outcome: Telemetry.AlarmOutcome) => {
+      let counters = alarmCounters.get(name)
+      if (counters === undefined) {
+        const counter = (outcome: Telemetry.AlarmOutcome) =>
+          Metric.withAttributes(Telemetry.alarms, { object_type: objectType, alarm: name, outcome })
+        counters = {
+          fired: counter("fired"),
+          retried: counter("retried"),
+          failed: counter("failed"),
+          lost: counter("lost")
+        }
+        alarmCounters.set(name, counters)
+      }
+      return counters[outcome]
+    }
+    const countAlarm = (name: string, outcome: Telemetry.AlarmOutcome) =>
+      Effect.withFiber((fiber) => {
+        alarmCounter(name, outcome).updateUnsafe(1, fiber.context)
+        return Effect.void
+      })
 
-    /** Fires one claimed alarm: runs its handler in the object's serial context and commits, or retries. */
-    const fire = (alarm: ClaimedAlarm): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        const start = clock.currentTimeMillisUnsafe()
-        yield* Metric.update(latenessMetric, Math.max(0, start - alarm.fireAt))
-        const release = (retryAt: number | null, error: string) =>
-          storage.releaseAlarm({
-            objectType,
-            objectId: alarm.objectId,
-            name: alarm.name,
-            claim: alarm.claim,
-            retryAt,
-            error,
-            now: clock.currentTimeMillisUnsafe()
-          }).pipe(
-            Effect.tap((held) =>
-              held
-                ? Effect.andThen(
-                  Effect.sync(() => {
-                    if (retryAt !== null) scheduler.wake(retryAt)
-                  }),
-                  alarmMetric(alarm.name, retryAt === null ? "failed" : "retried")
-                )
-                : alarmMetric(alarm.name, "lost")
-            ),
-            Effect.catchCause((cause) =>
-              Effect.logWarning("durable-object: could not release an alarm claim; it is retried when it expires")
-                .pipe(Effect.annotateLogs({ objectType, objectId: alarm.objectId, cause: Cause.pretty(cause) }))
-            )
-          )
-        const spec = alarmSpecs[alarm.name]
-        const codec = env.alarmCodecs.get(alarm.name)
-        if (spec === undefined || codec === undefined) {
-          return yield* release(null, `${objectType} declares no alarm "${alarm.name}"`)
-        }
-        if (alarm.attempts > maxRetries + 1) {
-          return yield* release(null, `gave up after ${alarm.attempts - 1} attempts that did not finish`)
-        }
-        const payload = codec.decode(alarm.payload)
-        if (Exit.isFailure(payload)) {
-          return yield* release(null, `the stored payload does not decode: ${Cause.pretty(payload.cause)}`)
-        }
-        const fired = {
-          name: alarm.name,
-          scheduledAt: DateTime.makeUnsafe(alarm.fireAt),
-          attempt: alarm.attempts,
-          isRetry: alarm.attempts > 1
-        }
-        const exit = yield* Effect.exit(exclusive(alarm.objectId, `alarm:${alarm.name}`, Infinity, [], (inst) => {
-          const cell = makeCell(inst.state)
-          cell.fired = { name: alarm.name, claim: alarm.claim, cron: alarm.cron }
-          const ctx = { ...makeContext(inst.id, cell), alarm: fired }
-          return runUser(inst, `alarm:${alarm.name}`, [], Effect.suspend(() => spec.handle(payload.value, ctx))).pipe(
-            Effect.map(() => {
-              // A recurring alarm re-arms itself for its next occurrence, unless its handler changed it.
-              if (alarm.cron !== null && !touchedAlarm(cell, alarm.name)) {
-                stageAlarm(cell, {
-                  name: alarm.name,
-                  fireAt: nextCron(alarm.cron, Math.max(clock.currentTimeMillisUnsafe(), alarm.fireAt)),
-                  payload: alarm.payload,
-                  cron: alarm.cron
-                })
-              }
-              return [undefined, cell] as const
-            })
-          )
-        }))
-        if (Exit.isSuccess(exit)) return yield* alarmMetric(alarm.name, "fired")
+    /** Releases the claim on `alarm` for a retry at `retryAt`, or as failed (`null`). */
+    const releaseAlarm = (alarm: ClaimedAlarm, retryAt: number | null, error: string) =>
+      storage.releaseAlarm({
+        objectType,
+        objectId: alarm.objectId,
+        name: alarm.name,
+        claim: alarm.claim,
+        retryAt,
+        error,
+        now: clock.currentTimeMillisUnsafe()
+      }).pipe(
+        Effect.flatMap((held) => {
+          if (!held) return countAlarm(alarm.name, "lost")
+          if (retryAt !== null) scheduler.wake(retryAt)
+          return countAlarm(alarm.name, retryAt === null ? "failed" : "retried")
+        }),
+        Effect.catchCause((cause) =>
+          Effect.logWarning("durable-object: could not release an alarm claim; it is retried when it expires")
+            .pipe(Effect.annotateLogs({ objectType, objectId: alarm.objectId, cause: Cause.pretty(cause) }))
+        )
+      )
+
+    /** Runs the handler of `alarm` in the object's serial context and commits, or releases it for a retry. */
+    const runAlarm = (alarm: ClaimedAlarm): Effect.Effect<void> => {
+      const spec = alarmSpecs[alarm.name]
+      const codec = env.alarmCodecs.get(alarm.name)
+      if (spec === undefined || codec === undefined) {
+        return releaseAlarm(alarm, null, `${objectType} declares no alarm "${alarm.name}"`)
+      }
+      if (alarm.attempts > maxRetries + 1) {
+        return releaseAlarm(alarm, null, `gave up after ${alarm.attempts - 1} attempts that did not finish`)
+      }
+      const payload = codec.decode(alarm.payload)
+      if (Exit.isFailure(payload)) {
+        return releaseAlarm(alarm, null, `the stored payload does not decode: ${Cause.pretty(payload.cause)}`)
+      }
+      const fired = {
+        name: alarm.name,
+        scheduledAt: DateTime.makeUnsafe(alarm.fireAt),
+        attempt: alarm.attempts,
+        isRetry: alarm.attempts > 1
+      }
+      const handler = `alarm:${alarm.name}`
+      const run = exclusive(alarm.objectId, handler, Infinity, [], (inst) => {
+        const cell = makeCell(inst.state)
+        cell.fired = { name: alarm.name, claim: alarm.claim, cron: alarm.cron }
+        const ctx = { ...makeContext(inst.id, cell), alarm: fired }
+        return runUser(inst, handler, [], Effect.suspend(() => spec.handle(payload.value, ctx))).pipe(
+          Effect.map(() => {
+            // A recurring alarm re-arms itself for its next occurrence, unless its handler changed it.
+            if (alarm.cron !== null && !touchedAlarm(cell, alarm.name)) {
+              stageAlarm(cell, {
+                name: alarm.name,
+                fireAt: nextCron(alarm.cron, Math.max(clock.currentTimeMillisUnsafe(), alarm.fireAt)),
+                payload: alarm.payload,
+                cron: alarm.cron
+              })
+            }
+            return [undefined, cell] as const
+          })
+        )
+      })
+      return Effect.flatMap(Effect.exit(run), (exit) => {
+        if (Exit.isSuccess(exit)) return countAlarm(alarm.name, "fired")
         const error = Cause.findError(exit.cause)
         if (error._tag === "Success" && (error.success as { _tag?: string })?._tag === "AlarmClaimLost") {
-          return yield* alarmMetric(alarm.name, "lost")
+          return countAlarm(alarm.name, "lost")
         }
         const reason = Cause.pretty(exit.cause)
-        if (alarm.attempts > maxRetries) return yield* release(null, reason)
-        return yield* release(
+        if (alarm.attempts > maxRetries) return releaseAlarm(alarm, null, reason)
+        return releaseAlarm(
+          alarm,
           clock.currentTimeMillisUnsafe() + retryDelayMillis(options.alarmRetry, alarm.attempts),
           reason
         )
-      }).pipe(
-        span(Telemetry.spanAlarm, {
+      })
+    }
+
+    /**
+     * Fires one claimed alarm. Its span is made only when a tracing backend is installed: with Effect's
+     * built-in tracer nobody can see it, and it costs as much as a good part of a drained alarm.
+     */
+    const fire = (alarm: ClaimedAlarm): Effect.Effect<void> =>
+      Effect.withFiber((fiber) => {
+        latenessMetric.updateUnsafe(Math.max(0, clock.currentTimeMillisUnsafe() - alarm.fireAt), fiber.context)
+        const run = runAlarm(alarm)
+        if (
+          !fiber.cache.tracerEnabled || fiber.cache.tracer === undefined || fiber.cache.tracer === Tracer.nativeTracer
+        ) {
+          return run
+        }
+        return span(Telemetry.spanAlarm, {
           [Telemetry.attributes.objectType]: objectType,
           [Telemetry.attributes.objectId]: alarm.objectId,
           "durable_object.alarm": alarm.name,
           "durable_object.alarm.attempt": alarm.attempts
-        })
-      )
+        })(run)
+      })
 
     if (alarmNames.length > 0) yield* scheduler.register(objectType, fire)
 

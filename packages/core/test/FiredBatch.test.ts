@@ -1,0 +1,224 @@
+/**
+ * The commits of fired alarms that queue up together go out as one statement removing the fired alarms and
+ * one writing the states. Each keeps its own outcome, fenced on its claim and its version, exactly as when
+ * committed alone.
+ */
+import { SqlStorage, Storage } from "@durable-object/core"
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, Effect, Exit, Fiber, Layer } from "effect"
+import { Statement } from "effect/sql"
+import { type Backend, sqlBackends as backends, type TestDatabase } from "./backends.ts"
+
+/**
+ * Records every SQL statement run under it, failing those that match `fail`. The leader's write (see
+ * `fireAll`) is held for a moment, so the writes behind it queue up on every backend (SQLite's client runs
+ * a lone statement without ever suspending).
+ */
+const observe = (fail?: (sql: string) => boolean) => {
+  const statements: Array<string> = []
+  const transformer: Statement.Transformer = (statement, sql) =>
+    Effect.suspend(() => {
+      const [text, params] = statement.compile()
+      statements.push(text)
+      if (fail !== undefined && fail(text)) {
+        return Effect.succeed(sql`SELECT * FROM durable_object_injected_fault` as Statement.Statement<unknown>)
+      }
+      const leader = params.some((p) => typeof p === "string" && p.endsWith("_leader"))
+      return leader ? Effect.as(Effect.sleep(20), statement) : Effect.succeed(statement)
+    })
+  return { statements, provide: Effect.provideService(Statement.CurrentTransformer, transformer) }
+}
+
+const storage = (db: TestDatabase) =>
+  Layer.effect(Storage.Storage, SqlStorage.make(db.options)).pipe(Layer.provide(db.client()))
+
+const withStorage = <A, E>(backend: Backend, f: Effect.Effect<A, E, Storage.Storage>) =>
+  Effect.flatMap(backend.database, (db) => Effect.provide(f, storage(db)))
+
+const ids = ["a", "b", "c", "d", "e"]
+const now = 10_000
+const isBulkDelete = (sql: string) => /DELETE FROM .* IN \(VALUES/s.test(sql)
+
+/** Objects `ids` (version 1), each with alarm "tick" due, all claimed; returns the claims by object. */
+const seed = (store: Storage.Storage["Service"], type: string) =>
+  Effect.gen(function*() {
+    for (const id of ids) {
+      yield* store.commit({
+        objectType: type,
+        objectId: id,
+        expectedVersion: 0,
+        state: "{\"n\":0}",
+        alarms: { removeAll: false, remove: [], put: [{ name: "tick", fireAt: now - 1, payload: "null", cron: null }] }
+      })
+    }
+    const claimed = yield* store.claimDueAlarms({
+      objectTypes: [type],
+      now,
+      claim: "claim-1",
+      leaseMillis: 60_000,
+      limit: 100
+    })
+    assert.strictEqual(claimed.length, ids.length)
+    return claimed
+  })
+
+/**
+ * Commits the fired alarm of each of `ids` concurrently, behind a leader write to another object, so they
+ * queue while the leader commits and go out as one batch.
+ */
+const fireAll = (store: Storage.Storage["Service"], type: string, claim: (id: string) => string) =>
+  Effect.gen(function*() {
+    const leader = yield* Effect.forkChild(
+      store.commit({ objectType: `${type}_leader`, objectId: "x", expectedVersion: 0, state: "{}" }),
+      { startImmediately: true }
+    )
+    const exits = yield* Effect.forEach(
+      ids,
+      (id) =>
+        Effect.exit(store.commit({
+          objectType: type,
+          objectId: id,
+          expectedVersion: 1,
+          state: `{"n":1,"id":"${id}"}`,
+          alarms: { fired: { name: "tick", claim: claim(id) }, removeAll: false, remove: [], put: [] }
+        })),
+      { concurrency: "unbounded" }
+    )
+    yield* Fiber.await(leader)
+    return exits
+  })
+
+const failureTag = (exit: Exit.Exit<unknown, unknown>) => {
+  if (Exit.isSuccess(exit)) return "ok"
+  const error = Cause.findError(exit.cause)
+  return error._tag === "Success" ? (error.success as { readonly _tag: string })._tag : "defect"
+}
+
+for (const backend of backends) {
+  describe(`Batched alarm commits on ${backend.name}`, () => {
+    it.live("fired alarms commit together; one whose claim was lost fails alone and writes nothing", () =>
+      withStorage(
+        backend,
+        Effect.gen(function*() {
+          const store = yield* Storage.Storage
+          const type = `F${Math.random().toString(36).slice(2, 8)}`
+          yield* seed(store, type)
+          const spy = observe()
+          const exits = yield* fireAll(store, type, (id) => (id === "c" ? "someone-else" : "claim-1")).pipe(spy.provide)
+          assert.deepStrictEqual(exits.map(failureTag), ["ok", "ok", "AlarmClaimLost", "ok", "ok"])
+          assert.strictEqual(spy.statements.filter(isBulkDelete).length, 1, "the fired commits went out together")
+          for (const id of ids) {
+            const lost = id === "c"
+            assert.strictEqual((yield* store.load(type, id))?.version, lost ? 1 : 2)
+            assert.strictEqual((yield* store.listAlarms(type, id)).length, lost ? 1 : 0)
+          }
+        })
+      ))
+
+    it.live("alarms they cancel or schedule (a recurring alarm re-arming) go with them; a lost claim's do not", () =>
+      withStorage(
+        backend,
+        Effect.gen(function*() {
+          const store = yield* Storage.Storage
+          const type = `F${Math.random().toString(36).slice(2, 8)}`
+          yield* seed(store, type)
+          // every object also has an alarm "other" that its handler cancels
+          for (const id of ids) {
+            yield* store.commit({
+              objectType: type,
+              objectId: id,
+              expectedVersion: 1,
+              state: "{\"n\":0}",
+              alarms: {
+                removeAll: false,
+                remove: [],
+                put: [{ name: "other", fireAt: now + 99_000, payload: "null", cron: null }]
+              }
+            })
+          }
+          const spy = observe()
+          const leader = yield* Effect.forkChild(
+            store.commit({ objectType: `${type}_leader`, objectId: "x", expectedVersion: 0, state: "{}" }),
+            { startImmediately: true }
+          )
+          const exits = yield* Effect.forEach(
+            ids,
+            (id) =>
+              Effect.exit(store.commit({
+                objectType: type,
+                objectId: id,
+                expectedVersion: 2,
+                state: `{"n":1,"id":"${id}"}`,
+                alarms: {
+                  fired: { name: "tick", claim: id === "b" ? "lost" : "claim-1" },
+                  removeAll: false,
+                  remove: ["other"],
+                  put: [
+                    { name: "tick", fireAt: now + 60_000, payload: `{"again":"${id}"}`, cron: "{}" },
+                    { name: "next", fireAt: now + 5_000, payload: "null", cron: null }
+                  ]
+                }
+              })),
+            { concurrency: "unbounded" }
+          ).pipe(spy.provide)
+          yield* Fiber.await(leader)
+          assert.deepStrictEqual(exits.map(failureTag), ["ok", "AlarmClaimLost", "ok", "ok", "ok"])
+          assert.strictEqual(spy.statements.filter(isBulkDelete).length, 2, "fired alarms, then cancelled ones")
+          if (backend.name === "PostgreSQL") {
+            assert.strictEqual(spy.statements.filter((s) => s.includes("pg_notify")).length, 1)
+          }
+          for (const id of ids) {
+            const listed = (yield* store.listAlarms(type, id)).map((a) => [a.name, a.fireAt, a.attempts, a.cron])
+            if (id === "b") {
+              assert.strictEqual((yield* store.load(type, id))?.version, 2)
+              assert.deepStrictEqual(listed, [["tick", now - 1, 1, null], ["other", now + 99_000, 0, null]])
+            } else {
+              assert.strictEqual((yield* store.load(type, id))?.version, 3)
+              assert.deepStrictEqual(listed, [["next", now + 5_000, 0, null], ["tick", now + 60_000, 0, "{}"]])
+              const tick = (yield* store.listAlarms(type, id)).find((a) => a.name === "tick")
+              assert.deepStrictEqual(JSON.parse(tick!.payload), { again: id })
+            }
+          }
+        })
+      ))
+
+    it.live("a version conflict among them undoes the batch; each write then gets its own outcome", () =>
+      withStorage(
+        backend,
+        Effect.gen(function*() {
+          const store = yield* Storage.Storage
+          const type = `F${Math.random().toString(36).slice(2, 8)}`
+          yield* seed(store, type)
+          // "d" moves on elsewhere: its alarm's commit names a stale version
+          yield* store.commit({ objectType: type, objectId: "d", expectedVersion: 1, state: "{\"n\":50}" })
+          const spy = observe()
+          const exits = yield* fireAll(store, type, () => "claim-1").pipe(spy.provide)
+          assert.deepStrictEqual(exits.map(failureTag), ["ok", "ok", "ok", "VersionConflict", "ok"])
+          assert.strictEqual(spy.statements.filter(isBulkDelete).length, 1, "the batch was tried first")
+          for (const id of ids) {
+            const conflicted = id === "d"
+            assert.strictEqual((yield* store.load(type, id))?.version, 2)
+            assert.strictEqual((yield* store.listAlarms(type, id)).length, conflicted ? 1 : 0)
+          }
+          assert.deepStrictEqual(JSON.parse((yield* store.load(type, "d"))!.state), { n: 50 })
+        })
+      ))
+
+    it.live("an SQL failure of the batched statement fails every write of the batch, and nothing is written", () =>
+      withStorage(
+        backend,
+        Effect.gen(function*() {
+          const store = yield* Storage.Storage
+          const type = `F${Math.random().toString(36).slice(2, 8)}`
+          yield* seed(store, type)
+          const spy = observe(isBulkDelete)
+          const exits = yield* fireAll(store, type, () => "claim-1").pipe(spy.provide)
+          assert.deepStrictEqual(exits.map(failureTag), ids.map(() => "StorageError"))
+          for (const id of ids) {
+            assert.strictEqual((yield* store.load(type, id))?.version, 1)
+            assert.strictEqual((yield* store.listAlarms(type, id)).length, 1)
+          }
+        })
+      ))
+  })
+}
