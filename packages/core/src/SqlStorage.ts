@@ -14,12 +14,12 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Schedule, type Scope, Tracer } from "effect"
+import { Cause, Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
 import { Migrator, SqlClient, type SqlError } from "effect/sql"
 import { AlarmClaimLost, StorageError, VersionConflict } from "./Errors.ts"
 import * as Batcher from "./internal/batcher.ts"
 import type { Scheduler, SchedulerOptions } from "./internal/scheduler.ts"
-import { span } from "./internal/span.ts"
+import { span, tracing } from "./internal/span.ts"
 import {
   type AlarmChanges,
   type AlarmPut,
@@ -369,7 +369,7 @@ const instrument = <A, E extends { readonly _tag: string }>(
   Effect.withFiber((fiber) => {
     const clock = fiber.getRef(Clock.Clock)
     const start = clock.currentTimeMillisUnsafe()
-    const traced = fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer ? effect : span(
+    const traced = !tracing(fiber) ? effect : span(
       Telemetry.spanStorage[operation],
       { [Telemetry.attributes.objectType]: write.objectType, [Telemetry.attributes.objectId]: write.objectId }
     )(effect)

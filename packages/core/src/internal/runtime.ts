@@ -4,7 +4,7 @@
  *
  * @internal
  */
-import { Cause, Clock, Context, DateTime, Effect, Exit, Fiber, Latch, Metric, Schema, Scope, Tracer } from "effect"
+import { Cause, Clock, Context, DateTime, Effect, Exit, Fiber, Latch, Metric, Schema, Scope } from "effect"
 import { type AlarmInfo, retryDelayMillis, type When } from "../Alarms.ts"
 import type { AnyAlarmHandler, AnyDefinition, AnyHandler, Status } from "../DurableObject.ts"
 import {
@@ -39,7 +39,7 @@ import {
 import { IdleList, type IdleNode } from "./idleList.ts"
 import * as Mailbox from "./mailbox.ts"
 import { Scheduler } from "./scheduler.ts"
-import { span } from "./span.ts"
+import { span, tracing } from "./span.ts"
 
 /** @internal */
 export const RuntimeTypeId = "~@durable-object/core/Runtime" as const
@@ -1060,8 +1060,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         }
         payload = decoded.value
       }
-      const cache = fiber.cache
-      const call = cache.tracerEnabled && cache.tracer !== undefined && cache.tracer !== Tracer.nativeTracer
+      const call = tracing(fiber)
         ? Effect.withFiber((fiber) => measured(fiber, id, objects.get(id), handler, payload)).pipe(
           span(Telemetry.spanCall, { ...handler.attributes, [Telemetry.attributes.objectId]: id })
         )
@@ -1189,11 +1188,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       Effect.withFiber((fiber) => {
         latenessMetric.updateUnsafe(Math.max(0, clock.currentTimeMillisUnsafe() - alarm.fireAt), fiber.context)
         const run = runAlarm(alarm)
-        if (
-          !fiber.cache.tracerEnabled || fiber.cache.tracer === undefined || fiber.cache.tracer === Tracer.nativeTracer
-        ) {
-          return run
-        }
+        if (!tracing(fiber)) return run
         return span(Telemetry.spanAlarm, {
           [Telemetry.attributes.objectType]: objectType,
           [Telemetry.attributes.objectId]: alarm.objectId,
