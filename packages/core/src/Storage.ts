@@ -200,12 +200,16 @@ interface MemoryAlarm extends Heap.HeapItem {
 }
 
 /**
- * The alarms of one object type, indexed so that claiming and finding the next alarm cost O(log n) per
- * alarm instead of a scan of every alarm: `ready` holds the alarms that fire when their time comes (not
- * claimed, or claimed under a lease that expired), earliest first; `leased` holds the claimed ones, by the
- * time their lease expires. Failed alarms are in neither.
+ * Everything stored for one object type. Objects and alarms are found by id within their type, so no lookup
+ * builds a composite key (a new string to hash on every load and commit). The type's alarms are also
+ * indexed so that claiming and finding the next alarm cost O(log n) per alarm instead of a scan of every
+ * alarm: `ready` holds the alarms that fire when their time comes (not claimed, or claimed under a lease that
+ * expired), earliest first; `leased` holds the claimed ones, by the time their lease expires. Failed alarms
+ * are in neither.
  */
-interface TypeIndex {
+interface TypeStore {
+  readonly objects: Map<string, MemoryObject>
+  readonly alarms: Map<string, Map<string, MemoryAlarm>>
   readonly ready: Heap.Heap<MemoryAlarm>
   readonly leased: Heap.Heap<MemoryAlarm>
 }
@@ -224,8 +228,6 @@ const leaseEnd = (alarm: MemoryAlarm) => Math.max(alarm.record.fireAt, alarm.cla
 
 const leasedBefore = (a: MemoryAlarm, b: MemoryAlarm) => leaseEnd(a) < leaseEnd(b)
 
-const key = (objectType: string, objectId: string) => `${objectType.length}:${objectType}/${objectId}`
-
 /**
  * Builds an in-memory storage. Each call returns a fresh, empty store.
  *
@@ -235,102 +237,95 @@ const key = (objectType: string, objectId: string) => `${objectType.length}:${ob
  * @category constructors
  */
 export const makeMemory: Effect.Effect<Storage["Service"]> = Effect.sync(() => {
-  const objects = new Map<string, MemoryObject>()
-  const alarms = new Map<string, Map<string, MemoryAlarm>>()
-  const indexes = new Map<string, TypeIndex>()
+  const types = new Map<string, TypeStore>()
   let seq = 0
 
-  const indexOf = (objectType: string): TypeIndex => {
-    let index = indexes.get(objectType)
-    if (index === undefined) {
-      index = { ready: Heap.make(readyBefore), leased: Heap.make(leasedBefore) }
-      indexes.set(objectType, index)
+  const typeStore = (objectType: string): TypeStore => {
+    let store = types.get(objectType)
+    if (store === undefined) {
+      store = { objects: new Map(), alarms: new Map(), ready: Heap.make(readyBefore), leased: Heap.make(leasedBefore) }
+      types.set(objectType, store)
     }
-    return index
+    return store
   }
 
-  const unindex = (alarm: MemoryAlarm) => {
-    const index = indexes.get(alarm.objectType)
-    if (index !== undefined && !index.ready.remove(alarm)) index.leased.remove(alarm)
-  }
-
-  const sortedAlarms = (k: string): ReadonlyArray<AlarmRecord> => {
-    const forObject = alarms.get(k)
-    if (forObject === undefined) return []
-    return Array.from(forObject.values(), (a) => a.record).toSorted(byFireAt)
+  const unindex = (store: TypeStore, alarm: MemoryAlarm) => {
+    if (!store.ready.remove(alarm)) store.leased.remove(alarm)
   }
 
   /** Moves the alarms whose lease expired by `now` back to `ready`, where they can be claimed again. */
-  const expireLeases = (index: TypeIndex, now: number) => {
-    let head = index.leased.peek()
+  const expireLeases = (store: TypeStore, now: number) => {
+    let head = store.leased.peek()
     while (head !== undefined && leaseEnd(head) <= now) {
-      index.leased.pop()
-      index.ready.push(head)
-      head = index.leased.peek()
+      store.leased.pop()
+      store.ready.push(head)
+      head = store.leased.peek()
     }
   }
 
   return Storage.of({
     load: (objectType, objectId) =>
       Effect.sync(() => {
-        const stored = objects.get(key(objectType, objectId))
+        const stored = types.get(objectType)?.objects.get(objectId)
         return stored === undefined ? undefined : { state: stored.state, version: stored.version }
       }),
     commit: (write) =>
       Effect.suspend((): Effect.Effect<number, StorageError | VersionConflict | AlarmClaimLost> => {
-        const k = key(write.objectType, write.objectId)
-        const stored = objects.get(k)
+        const store = typeStore(write.objectType)
+        const id = write.objectId
+        const stored = store.objects.get(id)
         const actual = stored === undefined ? 0 : stored.version
         if (actual !== write.expectedVersion) {
           return Effect.fail(
             new VersionConflict({
               objectType: write.objectType,
-              objectId: write.objectId,
+              objectId: id,
               expectedVersion: write.expectedVersion,
               actualVersion: actual
             })
           )
         }
         const changes = write.alarms
-        let forObject = alarms.get(k)
+        let forObject = store.alarms.get(id)
         const fired = changes?.fired
         if (fired !== undefined && forObject?.get(fired.name)?.claim !== fired.claim) {
-          return Effect.fail(
-            new AlarmClaimLost({ objectType: write.objectType, objectId: write.objectId, name: fired.name })
-          )
+          return Effect.fail(new AlarmClaimLost({ objectType: write.objectType, objectId: id, name: fired.name }))
         }
         const drop = (name: string) => {
           const alarm = forObject?.get(name)
           if (alarm === undefined) return
-          unindex(alarm)
+          unindex(store, alarm)
           forObject!.delete(name)
         }
         if (write.state === null) {
-          objects.delete(k)
-          if (forObject !== undefined) { for (const alarm of forObject.values()) unindex(alarm) }
-          alarms.delete(k)
+          store.objects.delete(id)
+          if (forObject !== undefined) { for (const alarm of forObject.values()) unindex(store, alarm) }
+          store.alarms.delete(id)
           return Effect.succeed(0)
         }
         const version = actual + 1
-        objects.set(k, { state: write.state, version })
+        if (stored === undefined) store.objects.set(id, { state: write.state, version })
+        else {
+          stored.state = write.state
+          stored.version = version
+        }
         if (changes !== undefined) {
           if (fired !== undefined) drop(fired.name)
           if (changes.removeAll && forObject !== undefined) {
-            for (const alarm of forObject.values()) unindex(alarm)
+            for (const alarm of forObject.values()) unindex(store, alarm)
             forObject.clear()
           }
           for (const name of changes.remove) drop(name)
           if (changes.put.length > 0) {
             if (forObject === undefined) {
               forObject = new Map()
-              alarms.set(k, forObject)
+              store.alarms.set(id, forObject)
             }
-            const index = indexOf(write.objectType)
             for (const put of changes.put) {
               drop(put.name)
               const alarm: MemoryAlarm = {
                 objectType: write.objectType,
-                objectId: write.objectId,
+                objectId: id,
                 record: { ...put, attempts: 0, failedAt: null, lastError: null },
                 claim: null,
                 claimExpiresAt: null,
@@ -338,32 +333,37 @@ export const makeMemory: Effect.Effect<Storage["Service"]> = Effect.sync(() => {
                 heapIndex: -1
               }
               forObject.set(put.name, alarm)
-              index.ready.push(alarm)
+              store.ready.push(alarm)
             }
           }
-          if (forObject !== undefined && forObject.size === 0) alarms.delete(k)
+          if (forObject !== undefined && forObject.size === 0) store.alarms.delete(id)
         }
         return Effect.succeed(version)
       }),
-    listAlarms: (objectType, objectId) => Effect.sync(() => sortedAlarms(key(objectType, objectId))),
+    listAlarms: (objectType, objectId) =>
+      Effect.sync(() => {
+        const forObject = types.get(objectType)?.alarms.get(objectId)
+        if (forObject === undefined) return []
+        return Array.from(forObject.values(), (a) => a.record).toSorted(byFireAt)
+      }),
     claimDueAlarms: (request) =>
       Effect.sync(() => {
         const now = request.now
-        const typeIndexes: Array<TypeIndex> = []
+        const stores: Array<TypeStore> = []
         for (const objectType of new Set(request.objectTypes)) {
-          const index = indexes.get(objectType)
-          if (index === undefined) continue
-          expireLeases(index, now)
-          typeIndexes.push(index)
+          const store = types.get(objectType)
+          if (store === undefined) continue
+          expireLeases(store, now)
+          stores.push(store)
         }
         const claimed: Array<ClaimedAlarm> = []
         while (claimed.length < request.limit) {
           // The earliest due alarm across the requested types.
-          let from: TypeIndex | undefined
-          for (const index of typeIndexes) {
-            const head = index.ready.peek()
+          let from: TypeStore | undefined
+          for (const store of stores) {
+            const head = store.ready.peek()
             if (head === undefined || head.record.fireAt > now) continue
-            if (from === undefined || readyBefore(head, from.ready.peek()!)) from = index
+            if (from === undefined || readyBefore(head, from.ready.peek()!)) from = store
           }
           if (from === undefined) break
           const alarm = from.ready.pop()!
@@ -384,27 +384,28 @@ export const makeMemory: Effect.Effect<Storage["Service"]> = Effect.sync(() => {
       Effect.sync(() => {
         let next: number | undefined
         for (const objectType of objectTypes) {
-          const index = indexes.get(objectType)
-          if (index === undefined) continue
-          const ready = index.ready.peek()
+          const store = types.get(objectType)
+          if (store === undefined) continue
+          const ready = store.ready.peek()
           if (ready !== undefined && (next === undefined || ready.record.fireAt < next)) next = ready.record.fireAt
-          const leased = index.leased.peek()
+          const leased = store.leased.peek()
           if (leased !== undefined && (next === undefined || leaseEnd(leased) < next)) next = leaseEnd(leased)
         }
         return next
       }),
     releaseAlarm: (release) =>
       Effect.sync(() => {
-        const alarm = alarms.get(key(release.objectType, release.objectId))?.get(release.name)
-        if (alarm === undefined || alarm.claim !== release.claim) return false
-        unindex(alarm)
+        const store = types.get(release.objectType)
+        const alarm = store?.alarms.get(release.objectId)?.get(release.name)
+        if (store === undefined || alarm === undefined || alarm.claim !== release.claim) return false
+        unindex(store, alarm)
         alarm.claim = null
         alarm.claimExpiresAt = null
         if (release.retryAt === null) {
           alarm.record = { ...alarm.record, failedAt: release.now, lastError: release.error }
         } else {
           alarm.record = { ...alarm.record, fireAt: release.retryAt, lastError: release.error }
-          indexOf(alarm.objectType).ready.push(alarm)
+          store.ready.push(alarm)
         }
         return true
       })
