@@ -12,8 +12,8 @@ const busy = (millis: number) =>
     }
   })
 
-/** Resolves after the event loop took a turn through its timers phase. */
-const nextTimer = Effect.promise(() => new Promise<void>((resolve) => setTimeout(resolve, 0)))
+/** Resolves after the `setImmediate` callbacks queued before it ran (they run in order). */
+const afterQueuedImmediates = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
 
 describe("FairScheduler", () => {
   it.live("a timer runs while many fibers are busy, not after every one of them took a step", () =>
@@ -70,7 +70,7 @@ describe("FairScheduler", () => {
       for (const [name, priority] of [["a", 1], ["b", 0], ["c", 1], ["d", 0], ["e", -1]] as const) {
         dispatcher.scheduleTask(() => order.push(name), priority)
       }
-      yield* nextTimer
+      yield* afterQueuedImmediates
       assert.deepStrictEqual(order, ["e", "b", "d", "a", "c"])
     }))
 
