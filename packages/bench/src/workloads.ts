@@ -25,6 +25,11 @@ export const durableCalls = <E>(
   Effect.scoped(Effect.gen(function*() {
     const context = yield* Layer.build(Counter.layer.pipe(Layer.provide(storage)))
     const ids = objectIds(options.prefix, options.objects)
+    // Every object once before the clock starts (cluster.ts does the same for its entities).
+    yield* Effect.forEach(ids, (id) => Counter.client(id).increment(), {
+      concurrency: options.concurrency,
+      discard: true
+    }).pipe(Effect.provideContext(context))
     return yield* closedLoop({
       concurrency: options.concurrency,
       warmupMs: config.warmupMs,
