@@ -721,9 +721,9 @@ export const make = (options?: Options): Effect.Effect<
     const objectsName = sql`${objects}`.compile()[0]
     const statementTexts = new Map<string, string>()
     /**
-     * The text of a multi-row statement for `size` rows, in the client's dialect. The rows are a `VALUES`
-     * list named `v` with the given columns (PostgreSQL casts each; SQLite names them column1, column2, …);
-     * `leading` parameters come first.
+     * The text of a multi-row statement for `size` rows: `write` on PostgreSQL, `update` and `insert` on
+     * SQLite, `load` on both. The rows are a `VALUES` list named `v` (PostgreSQL names and casts its columns;
+     * SQLite cannot name them and calls them column1, column2, …); the leading parameters come first.
      */
     const multiRowText = (kind: MultiRowKind, size: number): string => {
       const cacheKey = `${kind}:${size}`
@@ -733,14 +733,11 @@ export const make = (options?: Options): Effect.Effect<
       let n = leading
       const row = () => `(${columns.map(([, type]) => (isPg ? `$${++n}::${type}` : "?")).join(", ")})`
       const rows = Array.from({ length: size }, row).join(", ")
-      const values = `(VALUES ${rows}) AS v${isPg ? `(${columns.map(([name]) => name).join(", ")})` : ""}`
-      // v's columns by position: SQLite does not let a VALUES list name its columns.
       const c = (i: number) => (isPg ? `v.${columns[i]![0]}` : `v.column${i + 1}`)
-      const param = (i: number) => (isPg ? `$${i}::bigint` : "?")
       let text: string
       switch (kind) {
         case "write":
-          // PostgreSQL: updates and creations in one statement (data-modifying CTEs).
+          // Updates and creations in one statement (data-modifying CTEs); the padding rows match neither.
           text = `WITH v(object_type, object_id, state, expected) AS (VALUES ${rows}), updated AS (
               UPDATE ${objectsName} AS o SET state = v.state, version = o.version + 1, updated_at = $1::bigint
               FROM v WHERE v.expected > 0 AND o.object_type = v.object_type AND o.object_id = v.object_id
@@ -756,20 +753,21 @@ export const make = (options?: Options): Effect.Effect<
             UNION ALL SELECT object_type, object_id, version FROM inserted`
           break
         case "update":
-          text = `UPDATE ${objectsName} AS o SET state = ${c(2)}, version = o.version + 1, updated_at = ${param(1)}
-            FROM ${values}
-            WHERE o.object_type = ${c(0)} AND o.object_id = ${c(1)} AND o.version = ${c(3)}
-            RETURNING ${isPg ? "o." : ""}object_type, ${isPg ? "o." : ""}object_id, ${isPg ? "o." : ""}version`
+          text = `UPDATE ${objectsName} AS o SET state = v.column3, version = o.version + 1, updated_at = ?
+            FROM (VALUES ${rows}) AS v
+            WHERE o.object_type = v.column1 AND o.object_id = v.column2 AND o.version = v.column4
+            RETURNING object_type, object_id, version`
           break
         case "insert":
           text = `INSERT INTO ${objectsName} (object_type, object_id, state, version, created_at, updated_at)
-            SELECT ${c(0)}, ${c(1)}, ${c(2)}, 1, ${param(1)}, ${param(2)} FROM ${values} WHERE ${c(0)} IS NOT NULL
+            SELECT v.column1, v.column2, v.column3, 1, ?, ? FROM (VALUES ${rows}) AS v WHERE v.column1 IS NOT NULL
             ON CONFLICT (object_type, object_id) DO NOTHING
             RETURNING object_type, object_id, version`
           break
         case "load":
           text = `SELECT o.object_type, o.object_id, ${isPg ? "o.state::text" : "o.state"} AS state, o.version
-            FROM ${values} JOIN ${objectsName} AS o ON o.object_type = ${c(0)} AND o.object_id = ${c(1)}`
+            FROM (VALUES ${rows}) AS v${isPg ? "(object_type, object_id)" : ""}
+            JOIN ${objectsName} AS o ON o.object_type = ${c(0)} AND o.object_id = ${c(1)}`
           break
       }
       statementTexts.set(cacheKey, text)
@@ -777,9 +775,10 @@ export const make = (options?: Options): Effect.Effect<
     }
 
     /**
-     * A batch of write sets from different objects in one transaction. Each write keeps its own outcome:
-     * a version conflict or a lost alarm claim fails that write alone (a savepoint undoes its partial
-     * changes); an SQL error fails the whole batch.
+     * A batch of write sets from different objects, atomically: state-only ones in multi-row statements,
+     * the others each under a savepoint, all in one transaction (a batch of state-only writes that fits one
+     * statement needs none). Each write keeps its own outcome: a version conflict or a lost alarm claim fails
+     * that write alone (a savepoint undoes its partial changes); an SQL error fails the whole batch.
      */
     const commitBatch = (writes: ReadonlyArray<WriteSet>) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {

@@ -1,11 +1,13 @@
 /**
- * Write coalescing across objects: while one batch is being committed, new writes queue, and the next batch
- * takes them all (one write per key per batch, in arrival order). At low load a write goes out at once, so
+ * Coalescing across objects: while one batch is being committed (or read), new requests queue, and the next
+ * batch takes them all (one per key per batch, in arrival order). At low load a request goes out at once, so
  * it waits for nothing; under load, many writes share one transaction and one fsync.
  *
- * There is no batching fiber: the first writer to find the batcher idle becomes the leader and commits
- * batches on its own fiber until its own write is done, then hands the lead to the oldest waiting writer.
- * A lone write therefore runs entirely in its caller's fiber and context (spans, SQL transformers).
+ * There is no batching fiber: the first request to find the batcher idle becomes the leader and runs batches
+ * on its own fiber until its own request is done, then hands the lead to the oldest waiting request. A lone
+ * request therefore runs entirely in its caller's fiber and context (spans, SQL transformers). Interruption
+ * can land anywhere, so every step that must not be lost (a batch taken is settled, a lead taken is handed
+ * over) is set up uninterruptibly.
  *
  * @internal
  */
@@ -15,6 +17,8 @@ export interface Batcher<W, A, E> {
   /** Queues `write`; completes with its own outcome once the batch holding it committed (or failed). */
   readonly submit: (write: W) => Effect.Effect<A, E>
 }
+
+type Restore = <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
 
 const LEAD: unique symbol = Symbol.for("@durable-object/core/internal/batcher/lead")
 
@@ -82,74 +86,95 @@ export const make = <W, A, E>(options: {
     resume?.(LEAD)
   }
 
-  const runBatch = (leader: Entry<W, A, E>, batch: ReadonlyArray<Entry<W, A, E>>) =>
-    Effect.onExit(Effect.exit(options.run(batch.map((entry) => entry.write))), (exit) =>
-      Effect.sync(() => {
-        if (Exit.isSuccess(exit)) {
-          const outcome = exit.value
-          if (Exit.isSuccess(outcome)) batch.forEach((entry, i) => complete(entry, outcome.value[i]!))
-          else for (const entry of batch) complete(entry, Exit.failCause(outcome.cause))
-        } else if (options.idempotent === true) {
-          // The leader was interrupted: the others' entries run again with the next leader.
-          const unfinished = batch.filter((entry) => entry.exit === undefined && !entry.cancelled && entry !== leader)
-          for (const entry of unfinished) entry.sent = false
-          queue = [...unfinished, ...queue]
-        } else {
-          // The leader was interrupted in the middle of a commit: nobody can know its outcome.
-          const failure = Exit.fail(options.interrupted())
-          for (const entry of batch) if (entry.exit === undefined) complete(entry, failure)
-        }
-      }))
-
-  const lead = (entry: Entry<W, A, E>): Effect.Effect<A, E> =>
-    Effect.gen(function*() {
-      while (entry.exit === undefined) {
+  /**
+   * Takes the next batch and runs it; false when nothing is left to send. Taking the batch and registering
+   * what settles it happen uninterruptibly: entries taken but never settled would wait forever.
+   */
+  const runNext = (leader: Entry<W, A, E>): Effect.Effect<boolean> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
         const batch = takeBatch()
-        if (batch.length === 0) break
-        yield* runBatch(entry, batch)
-      }
-      return entry.exit
-    }).pipe(
-      Effect.ensuring(Effect.sync(() => {
-        // An interrupted leader whose own write never went out withdraws it: nobody waits for its outcome.
-        if (!entry.sent) entry.cancelled = true
-        handOver()
-      })),
-      Effect.flatMap((exit) => exit ?? Effect.failCause(Cause.interrupt()))
+        if (batch.length === 0) return Effect.succeed(false)
+        // The leader's interruption surfaces again once this region ends; here it only settles the batch.
+        return Effect.as(
+          Effect.exit(Effect.onExit(restore(options.run(batch.map((entry) => entry.write))), (exit) =>
+            Effect.sync(() => {
+              if (Exit.isSuccess(exit)) {
+                batch.forEach((entry, i) => complete(entry, exit.value[i]!))
+              } else if (!Cause.hasInterrupts(exit.cause)) {
+                for (const entry of batch) complete(entry, Exit.failCause(exit.cause))
+              } else if (options.idempotent === true) {
+                // The leader was interrupted: the others' entries run again with the next leader.
+                const unfinished = batch.filter((entry) =>
+                  entry.exit === undefined && !entry.cancelled && entry !== leader
+                )
+                for (const entry of unfinished) entry.sent = false
+                queue = [...unfinished, ...queue]
+              } else {
+                // The leader was interrupted in the middle of a commit: nobody can know its outcome.
+                const failure = Exit.fail(options.interrupted())
+                for (const entry of batch) if (entry.exit === undefined) complete(entry, failure)
+              }
+            }))),
+          true
+        )
+      })
     )
 
+  /**
+   * Runs batches until `entry` is done, then hands the lead over. Entered uninterruptibly, so the hand-over
+   * is in place before anything can interrupt the batches (which `restore` makes interruptible): a leader that
+   * vanished without handing over would leave every later request waiting forever.
+   */
+  const lead = (entry: Entry<W, A, E>, restore: Restore): Effect.Effect<A, E> =>
+    Effect.ensuring(
+      restore(Effect.gen(function*() {
+        while (entry.exit === undefined && (yield* runNext(entry)));
+        return entry.exit
+      })),
+      Effect.sync(() => {
+        // An interrupted leader whose own request never went out withdraws it: nobody waits for its outcome.
+        if (!entry.sent) entry.cancelled = true
+        handOver()
+      })
+    ).pipe(Effect.flatMap((exit) => exit ?? Effect.failCause(Cause.interrupt())))
+
   const submit = (write: W): Effect.Effect<A, E> =>
-    Effect.suspend(() => {
-      const entry: Entry<W, A, E> = {
-        write,
-        exit: undefined,
-        resume: undefined,
-        sent: false,
-        cancelled: false,
-        leading: false
-      }
-      queue.push(entry)
-      if (!running) {
-        running = true
-        entry.leading = true
-        return lead(entry)
-      }
-      return Effect.flatMap(
-        Effect.callback<Exit.Exit<A, E> | typeof LEAD>((resume) => {
-          if (entry.exit !== undefined) return resume(Effect.succeed(entry.exit))
-          if (entry.leading) return resume(Effect.succeed(LEAD))
-          entry.resume = (signal) => resume(Effect.succeed(signal))
-          return Effect.sync(() => {
-            entry.resume = undefined
-            entry.cancelled = true
-            if (entry.sent) return
-            // A writer handed the lead but interrupted before taking it passes it on.
-            if (entry.leading) handOver()
-          })
-        }),
-        (signal) => (signal === LEAD ? lead(entry) : signal)
-      )
-    })
+    Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        const entry: Entry<W, A, E> = {
+          write,
+          exit: undefined,
+          resume: undefined,
+          sent: false,
+          cancelled: false,
+          leading: false
+        }
+        queue.push(entry)
+        if (!running) {
+          running = true
+          entry.leading = true
+          return lead(entry, restore)
+        }
+        return Effect.flatMap(
+          Effect.onInterrupt(
+            restore(Effect.callback<Exit.Exit<A, E> | typeof LEAD>((resume) => {
+              if (entry.exit !== undefined) return resume(Effect.succeed(entry.exit))
+              if (entry.leading) return resume(Effect.succeed(LEAD))
+              entry.resume = (signal) => resume(Effect.succeed(signal))
+            })),
+            () =>
+              Effect.sync(() => {
+                entry.resume = undefined
+                entry.cancelled = true
+                // A request handed the lead but interrupted before taking it passes it on.
+                if (!entry.sent && entry.leading) handOver()
+              })
+          ),
+          (signal) => (signal === LEAD ? lead(entry, restore) : signal)
+        )
+      })
+    )
 
   return { submit }
 }
