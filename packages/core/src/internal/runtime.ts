@@ -306,7 +306,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           draining: undefined,
           rollback: undefined,
           busy: false,
-          waiters: [],
+          waiters: undefined,
           idlePrev: undefined,
           idleNext: undefined,
           idleList: undefined,
@@ -966,7 +966,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       }
       const deadline = start + options.callTimeoutMillis
       if (Mailbox.tryAcquire(inst)) return runHot(fiber.context, inst, handler, payload, chain, deadline)
-      if (inst.waiters.length >= options.mailboxCapacity) return Exit.fail(overloaded(inst)())
+      if (Mailbox.waiting(inst) >= options.mailboxCapacity) return Exit.fail(overloaded(inst)())
       return queue(fiber, inst, handler, payload, chain, deadline)
     }
 
