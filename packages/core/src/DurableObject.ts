@@ -417,12 +417,22 @@ export const defineObject = <
       this[clientId] = id
     }
   }
+  // Callers mostly share a context: the runtime found in the last one is kept.
+  let lastContext: Context.Context<never> | undefined
+  let lastRuntime: runtime.ObjectRuntime | undefined
+  const runtimeIn = (context: Context.Context<never>): runtime.ObjectRuntime => {
+    if (context !== lastContext) {
+      lastRuntime = Context.getUnsafe(context, key)
+      lastContext = context
+    }
+    return lastRuntime!
+  }
   for (const name of Object.keys(handlers)) {
     Object.defineProperty(ClientImpl.prototype, name, {
       get(this: ClientImpl) {
         const id = this[clientId]
         return (payload?: unknown) =>
-          Effect.withFiber((fiber) => Context.getUnsafe(fiber.context, key).callFrom(fiber, id, name, payload))
+          Effect.withFiber((fiber) => runtimeIn(fiber.context).callFrom(fiber, id, name, payload))
       }
     })
   }

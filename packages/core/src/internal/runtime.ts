@@ -966,7 +966,8 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       payload: unknown,
       start: number
     ): Effect.Effect<unknown, unknown> => {
-      const chain = fiber.getRef(CallChain)
+      resolveCaller(fiber.context)
+      const chain = lastChain
       if (chain.length > 0 && chain.includes(inst?.chainKey ?? `${objectType}/${id}`)) {
         return Exit.fail(new ReentrantCall({ objectType, objectId: id, handler: handler.name, chain: [...chain] }))
       }
@@ -979,20 +980,21 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       return queue(fiber, inst, handler, payload, chain, deadline)
     }
 
-    // What a metric update reads from its context is the registry and the extra attributes; resolving them
-    // from a small context of their own is cheaper than from the caller's, which callers mostly share.
-    let lastMetricSource: Context.Context<never> | undefined
+    // Callers mostly share a context (per request, or per process), so what a call reads from its caller's is
+    // resolved once per context: the call chain, and the registry and attributes metric updates read (put in
+    // a small context of their own, cheaper for them to read than the caller's).
+    let lastCaller: Context.Context<never> | undefined
+    let lastChain: ReadonlyArray<string> = []
     let lastMetricContext: Context.Context<never> = Context.empty()
-    const metricContext = (context: Context.Context<never>): Context.Context<never> => {
-      if (context !== lastMetricSource) {
-        lastMetricSource = context
-        lastMetricContext = Context.add(
-          Context.make(Metric.MetricRegistry, Context.get(context, Metric.MetricRegistry)),
-          Metric.CurrentMetricAttributes,
-          Context.get(context, Metric.CurrentMetricAttributes)
-        )
-      }
-      return lastMetricContext
+    const resolveCaller = (context: Context.Context<never>): void => {
+      if (context === lastCaller) return
+      lastCaller = context
+      lastChain = Context.get(context, CallChain)
+      lastMetricContext = Context.add(
+        Context.make(Metric.MetricRegistry, Context.get(context, Metric.MetricRegistry)),
+        Metric.CurrentMetricAttributes,
+        Context.get(context, Metric.CurrentMetricAttributes)
+      )
     }
 
     /** Records a call's outcome and duration. */
@@ -1002,7 +1004,8 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       start: number,
       exit: Exit.Exit<unknown, unknown>
     ) => {
-      const context = metricContext(callerContext)
+      resolveCaller(callerContext)
+      const context = lastMetricContext
       handler.outcomes[outcomeOf(exit)].updateUnsafe(1, context)
       handler.duration.updateUnsafe(clock.currentTimeMillisUnsafe() - start, context)
     }
