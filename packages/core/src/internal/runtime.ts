@@ -4,7 +4,7 @@
  *
  * @internal
  */
-import { Cause, Clock, Context, DateTime, Effect, Exit, Fiber, Latch, Metric, Schema, Scope, Tracer } from "effect"
+import { Cause, Clock, Context, DateTime, Effect, Exit, Fiber, Latch, Metric, Schema, Scope } from "effect"
 import { type AlarmInfo, retryDelayMillis, type When } from "../Alarms.ts"
 import type { AnyAlarmHandler, AnyDefinition, AnyHandler, Status } from "../DurableObject.ts"
 import {
@@ -39,7 +39,7 @@ import {
 import { IdleList, type IdleNode } from "./idleList.ts"
 import * as Mailbox from "./mailbox.ts"
 import { Scheduler } from "./scheduler.ts"
-import { span } from "./span.ts"
+import { span, tracing } from "./span.ts"
 
 /** @internal */
 export const RuntimeTypeId = "~@durable-object/core/Runtime" as const
@@ -1103,10 +1103,11 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         }
         payload = decoded.value
       }
-      const cache = fiber.cache
-      const call = cache.tracerEnabled && cache.tracer !== undefined && cache.tracer !== Tracer.nativeTracer
-        ? Effect.withFiber((fiber) => measured(fiber, id, objects.get(id), handler, payload)).pipe(
-          span(Telemetry.spanCall, { ...handler.attributes, [Telemetry.attributes.objectId]: id })
+      const call = tracing(fiber)
+        ? Effect.withSpan(
+          Effect.withFiber((fiber) => measured(fiber, id, objects.get(id), handler, payload)),
+          Telemetry.spanCall,
+          { attributes: { ...handler.attributes, [Telemetry.attributes.objectId]: id }, captureStackTrace: false }
         )
         : measured(fiber, id, inst, handler, payload)
       if (!encoded || handler.encodeSuccess === undefined) return call
