@@ -31,7 +31,17 @@ export interface Ticket extends Deadline {
 
 export interface Mailbox {
   busy: boolean
-  waiters: Array<Ticket>
+  /** Allocated on first use: most objects never have a caller waiting. */
+  waiters: Array<Ticket> | undefined
+}
+
+/** How many callers wait for the lock. */
+export const waiting = (mailbox: Mailbox): number => mailbox.waiters === undefined ? 0 : mailbox.waiters.length
+
+const remove = (mailbox: Mailbox, ticket: Ticket) => {
+  const waiters = mailbox.waiters
+  const index = waiters === undefined ? -1 : waiters.indexOf(ticket)
+  if (index >= 0) waiters!.splice(index, 1)
 }
 
 export const makeTicket = (): Ticket => ({
@@ -102,12 +112,11 @@ export const wait = <A, E>(
   Effect.callback<A, E>((resume) => {
     ticket.dispatcher = fiber.currentDispatcher
     ticket.resume = () => resume(granted)
-    mailbox.waiters.push(ticket)
+    ;(mailbox.waiters ??= []).push(ticket)
     if (deadlines !== undefined && expired !== undefined) {
       ticket.onExpire = () => {
         ticket.resume = undefined
-        const index = mailbox.waiters.indexOf(ticket)
-        if (index >= 0) mailbox.waiters.splice(index, 1)
+        remove(mailbox, ticket)
         resume(expired())
       }
       deadlines.insert(ticket)
@@ -116,8 +125,7 @@ export const wait = <A, E>(
       deadlines?.remove(ticket)
       ticket.resume = undefined
       if (ticket.granted) return onCancelGranted()
-      const index = mailbox.waiters.indexOf(ticket)
-      if (index >= 0) mailbox.waiters.splice(index, 1)
+      remove(mailbox, ticket)
     })
   })
 
@@ -137,7 +145,7 @@ export const acquire = <E>(
     ticket.granted = true
     return Effect.void
   }
-  if (mailbox.waiters.length >= capacity) return Effect.fail(onFull())
+  if (waiting(mailbox) >= capacity) return Effect.fail(onFull())
   return Effect.withFiber((fiber) => wait(mailbox, ticket, fiber, Effect.void, undefined, () => {}, undefined))
 }
 
@@ -150,7 +158,7 @@ export const tryAcquire = (mailbox: Mailbox): boolean => {
 
 /** Hands the lock to the next waiter, or frees it. Returns true when the lock became free. */
 export const release = (handoff: Handoff, mailbox: Mailbox, deadlines: Deadlines | undefined): boolean => {
-  const next = mailbox.waiters.shift()
+  const next = mailbox.waiters?.shift()
   if (next === undefined) {
     mailbox.busy = false
     return true

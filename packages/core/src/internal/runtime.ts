@@ -64,6 +64,14 @@ export interface ObjectRuntime {
   readonly listAlarms: (id: string) => Effect.Effect<ReadonlyArray<AlarmInfo>, InvalidObjectId | StorageError>
 }
 
+/**
+ * How long, in milliseconds, calls to one object type may keep a scheduler turn (and so the event loop)
+ * going before each further call yields first. Read when the object type's layer is built.
+ */
+export const CallTurnMillis = Context.Reference<number>("@durable-object/core/CallTurnMillis", {
+  defaultValue: () => 20
+})
+
 /** The chain of objects whose handlers are running further up the current call, as `type/id`. */
 export const CallChain = Context.Reference<ReadonlyArray<string>>("@durable-object/core/CallChain", {
   defaultValue: () => []
@@ -212,6 +220,9 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     // Commits run in a scope that closes after the graceful stop below (finalizers run in reverse order),
     // so stopping the runtime lets in-flight commits finish instead of interrupting them.
     const runtimeScope = yield* Scope.fork(yield* Effect.scope)
+    // Drains in flight; closing that scope interrupts them.
+    const drains = new Set<Fiber.Fiber<void>>()
+    yield* Scope.addFinalizer(runtimeScope, Effect.suspend(() => Fiber.interruptAll(Array.from(drains))))
     const clock = yield* Clock.Clock
     const fullContext = yield* Effect.context<never>()
     const services: Context.Context<never> | undefined = def.services.length === 0
@@ -219,6 +230,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       : Context.pick(...def.services)(fullContext) as Context.Context<never>
     const objectType = def.name
     const options = def.options
+    const turnMillis = Context.get(fullContext, CallTurnMillis)
 
     const stateJson = Schema.fromJsonString(Schema.toCodecJson(def.state)) as unknown as Schema.Codec<unknown, string>
     const encodeState = Schema.encodeUnknownExit(stateJson)
@@ -306,7 +318,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           draining: undefined,
           rollback: undefined,
           busy: false,
-          waiters: [],
+          waiters: undefined,
           idlePrev: undefined,
           idleNext: undefined,
           idleList: undefined,
@@ -595,7 +607,14 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       if (inst.draining === undefined) {
         const token = {}
         inst.draining = token
-        Effect.runForkWith(context)(Effect.forkIn(drain(inst, token), runtimeScope))
+        // The drain starts in the next scheduler turn, so the writes staged in this one reach storage
+        // together (starting it on the spot sent them one by one: fewer coalesced on SQLite). A fiber of its
+        // own rather than one forked into the runtime scope: no launcher fiber, no scope bookkeeping.
+        const fiber = Effect.runForkWith(context)(Effect.andThen(Effect.yieldNow, drain(inst, token)))
+        if (fiber.pollUnsafe() === undefined) {
+          drains.add(fiber)
+          fiber.addObserver(() => drains.delete(fiber))
+        }
       }
       return group
     }
@@ -957,7 +976,8 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       payload: unknown,
       start: number
     ): Effect.Effect<unknown, unknown> => {
-      const chain = fiber.getRef(CallChain)
+      resolveCaller(fiber.context)
+      const chain = lastChain
       if (chain.length > 0 && chain.includes(inst?.chainKey ?? `${objectType}/${id}`)) {
         return Exit.fail(new ReentrantCall({ objectType, objectId: id, handler: handler.name, chain: [...chain] }))
       }
@@ -966,24 +986,25 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       }
       const deadline = start + options.callTimeoutMillis
       if (Mailbox.tryAcquire(inst)) return runHot(fiber.context, inst, handler, payload, chain, deadline)
-      if (inst.waiters.length >= options.mailboxCapacity) return Exit.fail(overloaded(inst)())
+      if (Mailbox.waiting(inst) >= options.mailboxCapacity) return Exit.fail(overloaded(inst)())
       return queue(fiber, inst, handler, payload, chain, deadline)
     }
 
-    // What a metric update reads from its context is the registry and the extra attributes; resolving them
-    // from a small context of their own is cheaper than from the caller's, which callers mostly share.
-    let lastMetricSource: Context.Context<never> | undefined
+    // Callers mostly share a context (per request, or per process), so what a call reads from its caller's is
+    // resolved once per context: the call chain, and the registry and attributes metric updates read (put in
+    // a small context of their own, cheaper for them to read than the caller's).
+    let lastCaller: Context.Context<never> | undefined
+    let lastChain: ReadonlyArray<string> = []
     let lastMetricContext: Context.Context<never> = Context.empty()
-    const metricContext = (context: Context.Context<never>): Context.Context<never> => {
-      if (context !== lastMetricSource) {
-        lastMetricSource = context
-        lastMetricContext = Context.add(
-          Context.make(Metric.MetricRegistry, Context.get(context, Metric.MetricRegistry)),
-          Metric.CurrentMetricAttributes,
-          Context.get(context, Metric.CurrentMetricAttributes)
-        )
-      }
-      return lastMetricContext
+    const resolveCaller = (context: Context.Context<never>): void => {
+      if (context === lastCaller) return
+      lastCaller = context
+      lastChain = Context.get(context, CallChain)
+      lastMetricContext = Context.add(
+        Context.make(Metric.MetricRegistry, Context.get(context, Metric.MetricRegistry)),
+        Metric.CurrentMetricAttributes,
+        Context.get(context, Metric.CurrentMetricAttributes)
+      )
     }
 
     /** Records a call's outcome and duration. */
@@ -993,9 +1014,21 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       start: number,
       exit: Exit.Exit<unknown, unknown>
     ) => {
-      const context = metricContext(callerContext)
+      resolveCaller(callerContext)
+      const context = lastMetricContext
       handler.outcomes[outcomeOf(exit)].updateUnsafe(1, context)
       handler.duration.updateUnsafe(clock.currentTimeMillisUnsafe() - start, context)
+    }
+
+    /**
+     * A call settles in one step, and Effect's scheduler lets each fiber run 2,048 steps before it yields,
+     * so 1,000 busy callers could hold the event loop for a second per scheduler turn. Calls keep the turn
+     * to `turnMillis`: the first call of a turn notes the time and schedules `endTurn` (which runs at the
+     * start of the next turn); a call made after the turn has run that long yields first.
+     */
+    let turnStart = -1
+    const endTurn = () => {
+      turnStart = -1
     }
 
     /** `execute` with its outcome and duration recorded (synchronously when it settles at once). */
@@ -1008,6 +1041,16 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     ): Effect.Effect<unknown, unknown> => {
       const context = fiber.context
       const start = clock.currentTimeMillisUnsafe()
+      if (turnStart < 0) {
+        turnStart = start
+        fiber.currentDispatcher.scheduleTask(endTurn, 0)
+      } else if (start - turnStart >= turnMillis) {
+        // This scheduler turn has held the event loop long enough: go on in the next one.
+        return Effect.andThen(
+          Effect.yieldNow,
+          Effect.withFiber((fiber) => measured(fiber, id, objects.get(id), handler, payload))
+        )
+      }
       // Whatever this step releases was last active now (one clock read fewer per call).
       const outerStep = stepTime
       stepTime = start
@@ -1061,8 +1104,10 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         payload = decoded.value
       }
       const call = tracing(fiber)
-        ? Effect.withFiber((fiber) => measured(fiber, id, objects.get(id), handler, payload)).pipe(
-          span(Telemetry.spanCall, { ...handler.attributes, [Telemetry.attributes.objectId]: id })
+        ? Effect.withSpan(
+          Effect.withFiber((fiber) => measured(fiber, id, objects.get(id), handler, payload)),
+          Telemetry.spanCall,
+          { attributes: { ...handler.attributes, [Telemetry.attributes.objectId]: id }, captureStackTrace: false }
         )
         : measured(fiber, id, inst, handler, payload)
       if (!encoded || handler.encodeSuccess === undefined) return call
