@@ -608,16 +608,3 @@ export const listAlarms = <D extends AnyDefinition>(
  * @category references
  */
 export const CallChain = runtime.CallChain
-
-/**
- * How long, in milliseconds, calls to one object type may keep a turn of Effect's scheduler going before
- * each further call yields to the event loop first (default 20). A call that settles at once is a single
- * scheduler step, and Effect lets a fiber run 2,048 steps before it yields, so without this a thousand busy
- * callers could hold the event loop for a second at a time (timers, sockets and alarms wait meanwhile).
- * Yielding costs a little throughput under such load; `Infinity` turns it off. Read when the object
- * type's layer is built.
- *
- * @since 0.1.0
- * @category references
- */
-export const CallTurnMillis = runtime.CallTurnMillis

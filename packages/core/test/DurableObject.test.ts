@@ -425,39 +425,6 @@ describe("DurableObject", () => {
       30_000
     )
 
-    it.live("busy callers let the event loop run between scheduler turns (CallTurnMillis)", () =>
-      Effect.gen(function*() {
-        const c = Counter.client("turns")
-        yield* c.get()
-        let timerFired = false
-        let callsAfterTimer = 0
-        setTimeout(() => {
-          timerFired = true
-        }, 0)
-        // Few enough calls per caller that Effect's own budget (2,048 steps) never makes them yield: only the
-        // turn limit can let the timer in before all of them are done.
-        yield* Effect.forEach(
-          Array.from({ length: 200 }),
-          () =>
-            Effect.gen(function*() {
-              for (let i = 0; i < 400; i++) {
-                yield* c.get()
-                if (timerFired) callsAfterTimer++
-              }
-            }),
-          { concurrency: "unbounded", discard: true }
-        )
-        assert.isAbove(callsAfterTimer, 0, "the timer ran while the callers were busy")
-      }).pipe(
-        Effect.provide(
-          Counter.layer.pipe(
-            Layer.provide(Storage.layerMemory),
-            Layer.provideMerge(journalLayer()),
-            Layer.provide(Layer.succeed(DurableObject.CallTurnMillis, 1))
-          )
-        )
-      ))
-
     it.effect("1,000 racing first calls activate the object exactly once", () =>
       Effect.gen(function*() {
         const results = yield* Effect.forEach(

@@ -64,14 +64,6 @@ export interface ObjectRuntime {
   readonly listAlarms: (id: string) => Effect.Effect<ReadonlyArray<AlarmInfo>, InvalidObjectId | StorageError>
 }
 
-/**
- * How long, in milliseconds, calls to one object type may keep a scheduler turn (and so the event loop)
- * going before each further call yields first. Read when the object type's layer is built.
- */
-export const CallTurnMillis = Context.Reference<number>("@durable-object/core/CallTurnMillis", {
-  defaultValue: () => 20
-})
-
 /** The chain of objects whose handlers are running further up the current call, as `type/id`. */
 export const CallChain = Context.Reference<ReadonlyArray<string>>("@durable-object/core/CallChain", {
   defaultValue: () => []
@@ -230,7 +222,6 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       : Context.pick(...def.services)(fullContext) as Context.Context<never>
     const objectType = def.name
     const options = def.options
-    const turnMillis = Context.get(fullContext, CallTurnMillis)
 
     const stateJson = Schema.fromJsonString(Schema.toCodecJson(def.state)) as unknown as Schema.Codec<unknown, string>
     const encodeState = Schema.encodeUnknownExit(stateJson)
@@ -1020,17 +1011,6 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       handler.duration.updateUnsafe(clock.currentTimeMillisUnsafe() - start, context)
     }
 
-    /**
-     * A call settles in one step, and Effect's scheduler lets each fiber run 2,048 steps before it yields,
-     * so 1,000 busy callers could hold the event loop for a second per scheduler turn. Calls keep the turn
-     * to `turnMillis`: the first call of a turn notes the time and schedules `endTurn` (which runs at the
-     * start of the next turn); a call made after the turn has run that long yields first.
-     */
-    let turnStart = -1
-    const endTurn = () => {
-      turnStart = -1
-    }
-
     /** `execute` with its outcome and duration recorded (synchronously when it settles at once). */
     const measured = (
       fiber: Fiber.Fiber<unknown, unknown>,
@@ -1041,16 +1021,6 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     ): Effect.Effect<unknown, unknown> => {
       const context = fiber.context
       const start = clock.currentTimeMillisUnsafe()
-      if (turnStart < 0) {
-        turnStart = start
-        fiber.currentDispatcher.scheduleTask(endTurn, 0)
-      } else if (start - turnStart >= turnMillis) {
-        // This scheduler turn has held the event loop long enough: go on in the next one.
-        return Effect.andThen(
-          Effect.yieldNow,
-          Effect.withFiber((fiber) => measured(fiber, id, objects.get(id), handler, payload))
-        )
-      }
       // Whatever this step releases was last active now (one clock read fewer per call).
       const outerStep = stepTime
       stepTime = start
