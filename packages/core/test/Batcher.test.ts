@@ -44,6 +44,29 @@ describe("Batcher", () => {
       for (const batch of batches) assert.strictEqual(new Set(batch.map((n) => n % 1000)).size, batch.length)
     }))
 
+  it.effect("the callers of a batch are resumed a few at a time, with scheduler turns in between", () =>
+    Effect.gen(function*() {
+      const { batcher, batches } = make({ turns: 1, maxBatch: 256 })
+      // Counts scheduler turns while the batch's callers resume.
+      let turns = 0
+      const ticker = yield* Effect.forkChild(
+        Effect.forever(Effect.andThen(Effect.yieldNow, Effect.sync(() => turns++)))
+      )
+      const resumedAt: Array<number> = []
+      yield* Effect.forEach(
+        Array.from({ length: 161 }, (_, i) => i),
+        (n) => Effect.tap(batcher.submit(n), () => Effect.sync(() => resumedAt.push(turns))),
+        { concurrency: "unbounded" }
+      )
+      yield* Fiber.interrupt(ticker)
+      assert.deepStrictEqual(batches.map((batch) => batch.length), [1, 160])
+      const perTurn = new Map<number, number>()
+      for (const turn of resumedAt) perTurn.set(turn, (perTurn.get(turn) ?? 0) + 1)
+      // 32 per turn; the ticker may run before one group and after the next, so two groups can share a count.
+      assert.isAtMost(Math.max(...perTurn.values()), 65, "the callers were not all resumed at once")
+      assert.isAtLeast(perTurn.size, 3)
+    }))
+
   for (const idempotent of [false, true]) {
     it.live(`requests interrupted anywhere never leave the batcher stuck (idempotent: ${idempotent})`, () =>
       Effect.gen(function*() {

@@ -20,6 +20,9 @@ export interface Batcher<W, A, E> {
 
 type Restore = <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
 
+/** How many callers of a settled batch are resumed per scheduler turn. */
+const resumePerTurn = 32
+
 const LEAD: unique symbol = Symbol.for("@durable-object/core/internal/batcher/lead")
 
 interface Entry<W, A, E> {
@@ -48,12 +51,31 @@ export const make = <W, A, E>(options: {
   let queue: Array<Entry<W, A, E>> = []
   let running = false
 
+  /** Callers whose outcome is settled but who were not resumed yet. */
+  let waking: Array<() => void> = []
+
   const complete = (entry: Entry<W, A, E>, exit: Exit.Exit<A, E>) => {
     entry.exit = exit
     const resume = entry.resume
     entry.resume = undefined
-    resume?.(exit)
+    if (resume !== undefined) waking.push(() => resume(exit))
   }
+
+  /**
+   * Resumes the callers of the batch just settled, `resumePerTurn` at a time with a scheduler turn in
+   * between: each runs on inline until it suspends again (often into its next call), so a whole batch resumed
+   * at once would hold the event loop for all of them. The next batch waits, so it still carries what they send.
+   */
+  const wake: Effect.Effect<void> = Effect.suspend(() => {
+    const batch = waking
+    waking = []
+    const from = (start: number): Effect.Effect<void> => {
+      const end = Math.min(batch.length, start + resumePerTurn)
+      for (let i = start; i < end; i++) batch[i]!()
+      return end < batch.length ? Effect.andThen(Effect.yieldNow, Effect.suspend(() => from(end))) : Effect.void
+    }
+    return from(0)
+  })
 
   const takeBatch = (): Array<Entry<W, A, E>> => {
     const batch: Array<Entry<W, A, E>> = []
@@ -96,7 +118,7 @@ export const make = <W, A, E>(options: {
         const batch = takeBatch()
         if (batch.length === 0) return Effect.succeed(false)
         // The leader's interruption surfaces again once this region ends; here it only settles the batch.
-        return Effect.as(
+        return Effect.andThen(
           Effect.exit(Effect.onExit(restore(options.run(batch.map((entry) => entry.write))), (exit) =>
             Effect.sync(() => {
               if (Exit.isSuccess(exit)) {
@@ -116,7 +138,7 @@ export const make = <W, A, E>(options: {
                 for (const entry of batch) if (entry.exit === undefined) complete(entry, failure)
               }
             }))),
-          true
+          Effect.as(wake, true)
         )
       })
     )
