@@ -623,6 +623,15 @@ describe("DurableObject", () => {
         yield* DurableObject.delete(Counter, "corrupt")
         assert.strictEqual(yield* Counter.client("corrupt").get(), 0)
       }).pipe(Effect.provide(CounterTest())))
+
+    it.effect("stored state that is not JSON at all gets StateDecodeError too", () =>
+      Effect.gen(function*() {
+        const storage = yield* Storage.Storage
+        yield* storage.commit({ objectType: "Counter", objectId: "garbled", expectedVersion: 0, state: "{count: 1" })
+        const error = failureOf(yield* Effect.exit(Counter.client("garbled").get())) as Errors.StateDecodeError
+        assert.strictEqual(error._tag, "StateDecodeError")
+        assert.strictEqual(yield* DurableObject.status(Counter, "garbled"), "stopped")
+      }).pipe(Effect.provide(CounterTest())))
   })
 
   describe("lifecycle", () => {
