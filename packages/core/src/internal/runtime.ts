@@ -468,39 +468,39 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
      * and every later one (they were built on its speculative state), and drops the in-memory copy: the
      * outcome of a commit that did not answer is unknown, so the next call reloads the truth.
      */
-    const drain = (inst: Instance, token: object): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        const epoch = inst.epoch
-        while (inst.commits.length > 0) {
-          const group = inst.commits[0]!
-          if (inst.epoch !== epoch) {
-            // The copy these commits were built on was dropped: none of them may reach storage.
-            const stale = inst.commits.splice(0)
-            const error = new StorageError({
-              operation: "commit",
-              detail: "the object was reloaded before this commit"
-            })
-            inst.draining = undefined
-            for (const g of stale) settle(g, Exit.fail(error))
-            return
-          }
-          group.started = true
-          const exit = yield* Effect.exit(Effect.provideContext(
-            storage.commit({
-              objectType,
-              objectId: inst.id,
-              expectedVersion: inst.version,
-              state: group.json,
-              alarms: group.alarms
-            }),
-            group.context
-          ))
+    const drain = (inst: Instance, token: object, context: Context.Context<never>): Effect.Effect<void> => {
+      const epoch = inst.epoch
+      const next = (): Effect.Effect<void> => {
+        const group = inst.commits[0]
+        if (group === undefined) return Effect.void
+        if (inst.epoch !== epoch) {
+          // The copy these commits were built on was dropped: none of them may reach storage.
+          const stale = inst.commits.splice(0)
+          const error = new StorageError({
+            operation: "commit",
+            detail: "the object was reloaded before this commit"
+          })
+          inst.draining = undefined
+          for (const g of stale) settle(g, Exit.fail(error))
+          return Effect.void
+        }
+        group.started = true
+        const commit = storage.commit({
+          objectType,
+          objectId: inst.id,
+          expectedVersion: inst.version,
+          state: group.json,
+          alarms: group.alarms
+        })
+        // The drain runs with the context of the call that started it; a later group's call may differ.
+        const committed = group.context === context ? commit : Effect.provideContext(commit, group.context)
+        return Effect.flatMap(Effect.exit(committed), (exit) => {
           if (Exit.isSuccess(exit)) {
             inst.version = exit.value
             inst.commits.shift()
             if (group.wakeAt !== undefined) scheduler.wake(group.wakeAt)
             settle(group, Exit.void)
-            continue
+            return next()
           }
           const failed = inst.commits.splice(0)
           const error = Cause.findError(exit.cause)
@@ -513,25 +513,22 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           unload(inst)
           inst.draining = undefined
           for (const g of failed) settle(g, exit)
-          return yield* reportLoaded
-        }
-      }).pipe(
-        Effect.onInterrupt(() =>
-          Effect.sync(() => {
-            // Stopped mid-commit (the runtime is going away): nobody can know the outcome any more.
-            if (inst.draining !== token) return
-            const abandoned = inst.commits.splice(0)
-            unload(inst)
-            inst.draining = undefined
-            const error = new StorageError({ operation: "commit", detail: "interrupted; the outcome is unknown" })
-            for (const g of abandoned) settle(g, Exit.fail(error))
-          })
-        ),
-        Effect.ensuring(Effect.sync(() => {
+          return reportLoaded
+        })
+      }
+      return Effect.onExit(next(), (exit) =>
+        Effect.sync(() => {
           // Settling waiters may have started the next drain already; leave that one alone.
-          if (inst.draining === token) inst.draining = undefined
+          if (inst.draining !== token) return
+          inst.draining = undefined
+          if (Exit.isSuccess(exit) || !Cause.hasInterrupts(exit.cause)) return
+          // Stopped mid-commit (the runtime is going away): nobody can know the outcome any more.
+          const abandoned = inst.commits.splice(0)
+          unload(inst)
+          const error = new StorageError({ operation: "commit", detail: "interrupted; the outcome is unknown" })
+          for (const g of abandoned) settle(g, Exit.fail(error))
         }))
-      )
+    }
 
     /**
      * Stages what user code left in `cell` (state and alarm changes, and the removal of a fired alarm) as a
@@ -616,7 +613,9 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         // The drain starts in the next scheduler turn, so the writes staged in this one reach storage
         // together (starting it on the spot sent them one by one: fewer coalesced on SQLite). A fiber of its
         // own rather than one forked into the runtime scope: no launcher fiber, no scope bookkeeping.
-        const fiber = Effect.runForkWith(context)(Effect.andThen(Effect.yieldNow, drain(inst, token)))
+        const fiber = Effect.runForkWith(context)(
+          Effect.andThen(Effect.yieldNow, Effect.suspend(() => drain(inst, token, context)))
+        )
         if (fiber.pollUnsafe() === undefined) {
           drains.add(fiber)
           fiber.addObserver(() => drains.delete(fiber))
