@@ -386,6 +386,29 @@ describe("DurableObject", () => {
           assert.strictEqual(yield* Fiber.join(read), 1, "reloaded from storage")
         }).pipe(Effect.provide(Counter.layer.pipe(Layer.provideMerge(gated.layer), Layer.provide(journalLayer()))))
       }))
+
+    it.effect("a caller that waited while the object was dropped gets it reloaded when its turn comes", () =>
+      Effect.gen(function*() {
+        const gated = yield* gatedStorage
+        yield* Effect.gen(function*() {
+          const c = Counter.client("dropped")
+          yield* c.get() // active
+          const doomed = yield* Effect.forkChild(Effect.exit(c.increment({ amount: 1 })))
+          yield* settle
+          // Runs on the speculative state and holds the object while it sleeps.
+          const holder = yield* Effect.forkChild(Effect.exit(c.incrementThenSleep({ millis: 1000 })))
+          yield* settle
+          const waiter = yield* Effect.forkChild(c.get())
+          yield* settle
+          gated.pending.shift()!.release(true) // the first commit fails: the in-memory copy is dropped
+          yield* settle
+          yield* TestClock.adjust("1 second")
+          assert.strictEqual(failureOf(yield* Fiber.join(doomed))._tag, "StorageError")
+          assert.strictEqual(failureOf(yield* Fiber.join(holder))._tag, "StorageError")
+          assert.strictEqual(yield* Fiber.join(waiter), 0, "reloaded from storage, where nothing was written")
+          assert.strictEqual(gated.pending.length, 0)
+        }).pipe(Effect.provide(Counter.layer.pipe(Layer.provideMerge(gated.layer), Layer.provide(journalLayer()))))
+      }))
   })
 
   describe("concurrency", () => {
