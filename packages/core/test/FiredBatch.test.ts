@@ -137,8 +137,11 @@ for (const backend of backends) {
             })
           }
           const spy = observe()
+          // Under the spy too: it holds the leader's write, so the fired commits queue behind it.
           const leader = yield* Effect.forkChild(
-            store.commit({ objectType: `${type}_leader`, objectId: "x", expectedVersion: 0, state: "{}" }),
+            store.commit({ objectType: `${type}_leader`, objectId: "x", expectedVersion: 0, state: "{}" }).pipe(
+              spy.provide
+            ),
             { startImmediately: true }
           )
           const exits = yield* Effect.forEach(
