@@ -1,21 +1,11 @@
-import { Telemetry } from "@durable-object/core"
+import { DurableObjectTest, Telemetry } from "@durable-object/core"
 import { assert, it } from "@effect/vitest"
-import { Effect, Layer, Metric, Tracer } from "effect"
+import { Effect, Metric } from "effect"
 import { AccountLive, program } from "./defining-objects.ts"
 
 // #region test
 it.effect("calls are traced and counted", () => {
-  const spans: Array<Tracer.Span> = []
-  const RecordingTracer = Layer.succeed(
-    Tracer.Tracer,
-    Tracer.make({
-      span: (options) => {
-        const span = new Tracer.NativeSpan(options)
-        spans.push(span)
-        return span
-      }
-    })
-  )
+  const { layer: RecordingTracer, spans } = DurableObjectTest.spanRecorder()
   return Effect.gen(function*() {
     yield* program // deposits, is refused a withdrawal, reads the balance, …
     const deposit = spans.find((s) =>

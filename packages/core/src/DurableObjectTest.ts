@@ -16,7 +16,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, DateTime, Effect, Exit, Layer, Schema } from "effect"
+import { Clock, DateTime, Effect, Exit, Layer, Schema, Tracer } from "effect"
 import type { AlarmInfo } from "./Alarms.ts"
 import type {
   AnyAlarmHandler,
@@ -193,3 +193,26 @@ export const runAlarm = <D extends AnyDefinition, K extends keyof NonNullable<D[
           }
         }))
   ) as any
+
+/**
+ * A tracer that keeps every span it makes, for tests that check tracing: provide `layer`, run the code, then
+ * read `spans`. The runtime makes spans only when a tracer other than Effect's built-in one is installed, so
+ * a test sees none without one like this.
+ *
+ * @since 0.1.0
+ * @category tracing
+ */
+export const spanRecorder = (): {
+  readonly spans: ReadonlyArray<Tracer.Span>
+  readonly layer: Layer.Layer<never>
+} => {
+  const spans: Array<Tracer.Span> = []
+  const tracer = Tracer.make({
+    span: (options) => {
+      const span = new Tracer.NativeSpan(options)
+      spans.push(span)
+      return span
+    }
+  })
+  return { spans, layer: Layer.succeed(Tracer.Tracer, tracer) as Layer.Layer<never> }
+}

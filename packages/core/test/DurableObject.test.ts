@@ -1,6 +1,6 @@
 import { Alarms, DurableObject, DurableObjectTest, Errors, Storage, Telemetry } from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Layer, Metric, References, Schema, Scope, Tracer } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, Metric, References, Schema, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import {
   Counter,
@@ -745,17 +745,7 @@ describe("DurableObject", () => {
 
   describe("telemetry", () => {
     it.effect("calls record a span with type, id and handler, and metrics by outcome", () => {
-      const spans: Array<Tracer.Span> = []
-      const tracer = Layer.succeed(
-        Tracer.Tracer,
-        Tracer.make({
-          span: (options) => {
-            const span = new Tracer.NativeSpan(options)
-            spans.push(span)
-            return span
-          }
-        })
-      )
+      const { layer: tracer, spans } = DurableObjectTest.spanRecorder()
       return Effect.gen(function*() {
         yield* Counter.client("m").increment({ amount: 1 })
         yield* Effect.exit(Counter.client("m").incrementThenFail())

@@ -3,9 +3,9 @@
  * restarts, failures never leave half-written or phantom state, two runtimes sharing a database never lose an
  * update, telemetry reports storage work, and odd data (undecodable rows, odd ids, evolved schemas) is handled.
  */
-import { DurableObject, Errors, SqlStorage, Storage, Telemetry } from "@durable-object/core"
+import { DurableObject, DurableObjectTest, Errors, SqlStorage, Storage, Telemetry } from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Metric, Schema, Tracer } from "effect"
+import { Context, Effect, Exit, Layer, Metric, Schema } from "effect"
 import { SqlClient } from "effect/sql"
 import { type Backend, counterRuntime, counterRuntimeOn, sqlBackends, type TestDatabase } from "./backends.ts"
 import * as FaultInjection from "./faultInjection.ts"
@@ -302,17 +302,7 @@ const suite = (backend: Backend) =>
     it.live("storage spans carry the object type and id, and the storage duration histogram records each operation", () =>
       Effect.gen(function*() {
         const db = yield* backend.database
-        const spans: Array<Tracer.Span> = []
-        const tracer = Layer.succeed(
-          Tracer.Tracer,
-          Tracer.make({
-            span: (options) => {
-              const span = new Tracer.NativeSpan(options)
-              spans.push(span)
-              return span
-            }
-          })
-        )
+        const { layer: tracer, spans } = DurableObjectTest.spanRecorder()
         const other = yield* Layer.build(counterRuntime(db))
         yield* Effect.gen(function*() {
           yield* Counter.client("traced").increment({ amount: 1 })
