@@ -1039,7 +1039,29 @@ export const make = (options?: Options): Effect.Effect<
         )
       ).pipe(Effect.asVoid)
 
-    return Storage.of({ load, commit, listAlarms, claimDueAlarms, nextAlarmAt, releaseAlarm, watchAlarms })
+    // SQLite has one connection and one writer: a caller inside a transaction on it holds both until its call
+    // returns, so the call's storage work could never run. PostgreSQL commits on another pooled connection.
+    const refuseCaller = isPgDialect(sql) ?
+      undefined :
+      (caller: Context.Context<never>) =>
+        Option.isSome(Context.getOption(caller, sql.transactionService))
+          ? new StorageError({
+            operation: "call",
+            detail: "a durable object cannot be called from inside a transaction on its own SQLite database " +
+              "(SQLite has one writer, held by that transaction until the call returns); call it before or after"
+          })
+          : undefined
+
+    return Storage.of({
+      load,
+      commit,
+      listAlarms,
+      claimDueAlarms,
+      nextAlarmAt,
+      releaseAlarm,
+      watchAlarms,
+      refuseCaller
+    })
   })
 
 /**

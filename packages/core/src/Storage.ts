@@ -182,6 +182,13 @@ export class Storage extends Context.Service<Storage, {
   readonly watchAlarms?:
     | ((onAlarm: (fireAt: number) => void) => Effect.Effect<void, never, import("effect").Scope.Scope>)
     | undefined
+  /**
+   * Optional: why this storage cannot serve a call made with the caller's context `caller`, or `undefined`
+   * when it can. The runtime never runs storage work in its caller's context, so a caller holding the
+   * storage's only connection (a transaction on the same SQLite database) would wait for itself forever; the
+   * storage refuses such calls with a {@link StorageError} instead.
+   */
+  readonly refuseCaller?: ((caller: Context.Context<never>) => StorageError | undefined) | undefined
 }>()("@durable-object/core/Storage") {}
 
 interface MemoryObject {

@@ -5,7 +5,11 @@ import { Statement } from "effect/sql"
 import { type Backend, sqlBackends, type TestDatabase } from "./backends.ts"
 import { Counter, Journal } from "./fixtures.ts"
 
-/** Records every SQL statement run under it, optionally failing those that match `fail`. */
+/**
+ * Records every SQL statement run under it, optionally failing those that match `fail`. `provide` steers the
+ * statements a caller runs itself (storage used directly); `layer` steers every statement of the client it sits
+ * under, the runtime's included (a runtime never runs storage work in its caller's context).
+ */
 const observe = (fail?: (sql: string, params: ReadonlyArray<unknown>) => boolean) => {
   const statements: Array<string> = []
   const transformer: Statement.Transformer = (statement, sql) =>
@@ -17,7 +21,11 @@ const observe = (fail?: (sql: string, params: ReadonlyArray<unknown>) => boolean
       }
       return statement
     })
-  return { statements, provide: Effect.provideService(Statement.CurrentTransformer, transformer) }
+  return {
+    statements,
+    provide: Effect.provideService(Statement.CurrentTransformer, transformer),
+    layer: Layer.succeed(Statement.CurrentTransformer, transformer)
+  }
 }
 
 /**
@@ -25,7 +33,9 @@ const observe = (fail?: (sql: string, params: ReadonlyArray<unknown>) => boolean
  * the first statement that binds a held id until it is released, so that others queue up behind it and go out
  * together. `held(id)` completes once that statement is being held.
  */
-const steer = (options: { readonly hold?: ReadonlyArray<string>; readonly fail?: string }) =>
+const steer = (
+  options: { readonly hold?: ReadonlyArray<string>; readonly fail?: string; readonly armed?: boolean }
+) =>
   Effect.gen(function*() {
     const gates = new Map<
       string,
@@ -36,8 +46,10 @@ const steer = (options: { readonly hold?: ReadonlyArray<string>; readonly fail?:
     }
     const taken = new Set<string>()
     const statements: Array<string> = []
+    let armed = options.armed ?? true
     const transformer: Statement.Transformer = (statement, sql) =>
       Effect.suspend(() => {
+        if (!armed) return Effect.succeed(statement)
         const [text, params] = statement.compile()
         statements.push(text)
         if (options.fail !== undefined && params.includes(options.fail)) {
@@ -61,6 +73,11 @@ const steer = (options: { readonly hold?: ReadonlyArray<string>; readonly fail?:
     return {
       statements,
       provide: Effect.provideService(Statement.CurrentTransformer, transformer),
+      layer: Layer.succeed(Statement.CurrentTransformer, transformer),
+      /** Starts steering (for a steer made with `armed: false`). */
+      arm: Effect.sync(() => {
+        armed = true
+      }),
       held: (id: string) => Deferred.await(gate(id).held),
       release: (id: string) => Deferred.succeed(gate(id).release, undefined)
     }
@@ -244,16 +261,19 @@ for (const backend of sqlBackends) {
       Effect.gen(function*() {
         const db = yield* backend.database
         // One write is poisoned: whatever statement carries it fails, and with it the batch it rode in.
-        const spy = observe((_, params) => params.includes("poison"))
+        let armed = false
+        const spy = observe((_, params) => armed && params.includes("poison"))
         const ids = [...Array.from({ length: 49 }, (_, i) => `obj${i}`), "poison"]
         yield* Effect.gen(function*() {
           yield* Effect.forEach(ids, (id) => Counter.client(id).increment({ amount: 1 }), { concurrency: 5 })
+          armed = true
           // The first write goes out alone; the others queue and share a batch with the poisoned one.
           const exits = yield* Effect.forEach(
             ids,
             (id) => Effect.exit(Counter.client(id).increment({ amount: 10 })),
             { concurrency: "unbounded" }
-          ).pipe(spy.provide)
+          )
+          armed = false
           const failed = exits.filter(Exit.isFailure)
           const succeeded = exits.filter(Exit.isSuccess)
           assert.isTrue(Exit.isFailure(exits.at(-1)!), "the poisoned write failed")
@@ -279,6 +299,7 @@ for (const backend of sqlBackends) {
             Counter.layer.pipe(
               Layer.provideMerge(SqlStorage.layer(db.options)),
               Layer.provide(db.client()),
+              Layer.provide(spy.layer),
               Layer.provide(Layer.succeed(Journal, { entries: [] }))
             )
           )
@@ -396,7 +417,7 @@ for (const backend of sqlBackends) {
     it.live("activations that load together each decode their own row: an undecodable one fails its caller alone", () =>
       Effect.gen(function*() {
         const db = yield* backend.database
-        const steered = yield* steer({ hold: ["c0"] })
+        const steered = yield* steer({ hold: ["c0"], armed: false })
         yield* Effect.gen(function*() {
           const ids = Array.from({ length: 30 }, (_, i) => `c${i}`)
           yield* Effect.forEach(ids, (id, i) => Counter.client(id).increment({ amount: i + 1 }), { concurrency: 5 })
@@ -410,11 +431,11 @@ for (const backend of sqlBackends) {
           })
           yield* Effect.forEach(ids, (id) => DurableObject.stop(Counter, id))
           // c0's load is held; the 29 others activate behind it and load in one batch.
-          const lead = yield* Effect.forkChild(Counter.client("c0").get().pipe(steered.provide))
+          yield* steered.arm
+          const lead = yield* Effect.forkChild(Counter.client("c0").get())
           yield* steered.held("c0")
           const queued = yield* Effect.forkChild(
             Effect.forEach(ids.slice(1), (id) => Effect.exit(Counter.client(id).get()), { concurrency: "unbounded" })
-              .pipe(steered.provide)
           )
           yield* Effect.sleep("20 millis")
           yield* steered.release("c0")
@@ -431,6 +452,7 @@ for (const backend of sqlBackends) {
             Counter.layer.pipe(
               Layer.provideMerge(SqlStorage.layer(db.options)),
               Layer.provide(db.client()),
+              Layer.provide(steered.layer),
               Layer.provide(Layer.succeed(Journal, { entries: [] }))
             )
           )

@@ -299,6 +299,80 @@ const suite = (backend: Backend) =>
         assert.isAtMost(final.version ?? 0, acknowledged.length)
       }))
 
+    it.live("a call made inside the caller's own SQL transaction never commits in it: the caller's rollback keeps every acknowledged write", () =>
+      Effect.gen(function*() {
+        const db = yield* backend.database
+        yield* Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          const counter = Counter.client("in-tx")
+          assert.strictEqual(yield* counter.increment({ amount: 1 }), 1)
+          // A call on the active object, and one that activates another object, both from inside the transaction.
+          const replies = yield* sql.withTransaction(
+            Effect.all([
+              Effect.exit(counter.increment({ amount: 10 })),
+              Effect.exit(Counter.client("cold-in-tx").increment({ amount: 5 }))
+            ])
+          ).pipe(
+            Effect.andThen((replies) => Effect.fail({ _tag: "Rollback", replies } as const)),
+            Effect.catchTag("Rollback", (rollback) => Effect.succeed(rollback.replies))
+          )
+          if (backend.name === "PostgreSQL") {
+            // Committed on the runtime's own connection: acknowledged, and still there after the rollback.
+            assert.deepStrictEqual(replies.map((exit) => Exit.isSuccess(exit) ? exit.value : failureTag(exit)), [11, 5])
+            assert.strictEqual(yield* storedCount("in-tx"), 11)
+            assert.strictEqual((yield* loadStored("in-tx"))?.version, 2)
+            assert.strictEqual(yield* storedCount("cold-in-tx"), 5)
+            assert.strictEqual(yield* counter.increment({ amount: 1 }), 12)
+          } else {
+            // SQLite has one writer, held by the caller's transaction until the call returns: the call is refused
+            // at once (waiting would deadlock), and nothing is written.
+            assert.deepStrictEqual(replies.map(failureTag), ["StorageError", "StorageError"])
+            assert.strictEqual(yield* storedCount("in-tx"), 1)
+            assert.isUndefined(yield* loadStored("cold-in-tx"))
+            assert.strictEqual(yield* counter.increment({ amount: 1 }), 2)
+          }
+          assert.strictEqual(yield* counter.get(), yield* storedCount("in-tx"))
+        }).pipe(Effect.provide(counterRuntime(db)))
+      }))
+
+    it.live("100 calls from inside callers' transactions, while other objects commit, all finish with state and version consistent", () =>
+      Effect.gen(function*() {
+        const db = yield* backend.database
+        yield* Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          const ids = Array.from({ length: 100 }, (_, i) => i)
+          const inTransactions = Effect.forEach(
+            ids,
+            (i) =>
+              sql.withTransaction(Effect.exit(Counter.client(`tx-${i}`).increment({ amount: 1 }))).pipe(
+                Effect.tap(() => Effect.fail("rollback")),
+                Effect.flip,
+                Effect.as(undefined),
+                Effect.orElseSucceed(() => undefined)
+              ),
+            // Each transaction holds one pooled connection while its call loads and commits on another, so a pool
+            // must have more connections than callers in transactions at once: the test pool has 4, one of them
+            // held by LISTEN for alarms.
+            { concurrency: 2 }
+          )
+          const others = Effect.forEach(ids, (i) => Counter.client(`other-${i}`).increment({ amount: 1 }), {
+            concurrency: "unbounded"
+          })
+          const finished = yield* Effect.all([inTransactions, others], { concurrency: 2 }).pipe(
+            Effect.timeoutOption("30 seconds")
+          )
+          assert.isTrue(finished._tag === "Some", "every call finished")
+          for (const i of ids) {
+            const stored = yield* loadStored(`tx-${i}`)
+            const count = yield* Counter.client(`tx-${i}`).get()
+            // Acknowledged (PostgreSQL) means stored at version 1; refused (SQLite) means nothing stored.
+            assert.strictEqual(count, backend.name === "PostgreSQL" ? 1 : 0)
+            assert.strictEqual(stored?.version, backend.name === "PostgreSQL" ? 1 : undefined)
+            assert.strictEqual(yield* storedCount(`other-${i}`), 1)
+          }
+        }).pipe(Effect.provide(counterRuntime(db)))
+      }))
+
     it.live("storage spans carry the object type and id, and the storage duration histogram records each operation", () =>
       Effect.gen(function*() {
         const db = yield* backend.database

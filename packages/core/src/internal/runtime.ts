@@ -4,7 +4,21 @@
  *
  * @internal
  */
-import { Cause, Clock, Context, DateTime, Effect, Exit, Fiber, Latch, Metric, Result, Schema, Scope } from "effect"
+import {
+  Cause,
+  Clock,
+  Context,
+  DateTime,
+  Effect,
+  Exit,
+  Fiber,
+  Latch,
+  Metric,
+  Result,
+  Schema,
+  Scope,
+  Tracer
+} from "effect"
 import { type AlarmInfo, retryDelayMillis, type When } from "../Alarms.ts"
 import type { AnyAlarmHandler, AnyDefinition, AnyHandler, Status } from "../DurableObject.ts"
 import {
@@ -111,7 +125,7 @@ interface CommitGroup {
   started: boolean
   /** Alarm fire times to tell the scheduler about once durable. */
   readonly wakeAt: number | undefined
-  /** The context of the call that created the group: its commit runs with it (spans, SQL transformers). */
+  /** The runtime's own context, with the span of the call that created the group: its commit runs with it. */
   readonly context: Context.Context<never>
 }
 
@@ -207,7 +221,7 @@ const awaitGroup = (group: CommitGroup): Effect.Effect<void, CommitError> =>
 /** Builds the runtime of one object type in the current scope. */
 export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, any> =>
   Effect.gen(function*() {
-    const storage = yield* Storage
+    const ownStorage = yield* Storage
     const scheduler = yield* Scheduler
     // Commits run in a scope that closes after the graceful stop below (finalizers run in reverse order),
     // so stopping the runtime lets in-flight commits finish instead of interrupting them.
@@ -217,6 +231,27 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     yield* Scope.addFinalizer(runtimeScope, Effect.suspend(() => Fiber.interruptAll(Array.from(drains))))
     const clock = yield* Clock.Clock
     const fullContext = yield* Effect.context<never>()
+    // Storage work runs in the runtime's own context, never its caller's: a caller's context can hold an SQL
+    // transaction (whose rollback would take acknowledged writes with it) or a connection the commit then waits
+    // for. Only the caller's span crosses over, so storage spans stay children of the call's span.
+    const ownContext = fullContext
+    const storageContext = (caller: Context.Context<never>): Context.Context<never> => {
+      const parent = Context.getOption(caller, Tracer.ParentSpan)
+      return parent._tag === "Some" ? Context.add(ownContext, Tracer.ParentSpan, parent.value) : ownContext
+    }
+    const refuseCaller = ownStorage.refuseCaller
+    const own = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | StorageError> =>
+      Effect.withFiber((fiber) => {
+        const refused = refuseCaller?.(fiber.context)
+        return refused !== undefined
+          ? Effect.fail(refused)
+          : Effect.updateContext(effect as Effect.Effect<A, E | StorageError>, () => storageContext(fiber.context))
+      })
+    const storage: Pick<Storage["Service"], "load" | "commit" | "listAlarms"> = {
+      load: (objectType, objectId) => own(ownStorage.load(objectType, objectId)),
+      commit: (write) => own(ownStorage.commit(write)),
+      listAlarms: (objectType, objectId) => own(ownStorage.listAlarms(objectType, objectId))
+    }
     const services: Context.Context<never> | undefined = def.services.length === 0
       ? undefined
       : Context.pick(...def.services)(fullContext) as Context.Context<never>
@@ -485,7 +520,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
           return Effect.void
         }
         group.started = true
-        const commit = storage.commit({
+        const commit = ownStorage.commit({
           objectType,
           objectId: inst.id,
           expectedVersion: inst.version,
@@ -604,7 +639,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         exit: undefined,
         started: false,
         wakeAt: puts.length > 0 ? Math.min(...puts.map((p) => p.fireAt)) : undefined,
-        context
+        context: storageContext(context)
       }
       commits.push(group)
       if (inst.draining === undefined) {
@@ -613,8 +648,8 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
         // The drain starts in the next scheduler turn, so the writes staged in this one reach storage
         // together (starting it on the spot sent them one by one: fewer coalesced on SQLite). A fiber of its
         // own rather than one forked into the runtime scope: no launcher fiber, no scope bookkeeping.
-        const fiber = Effect.runForkWith(context)(
-          Effect.andThen(Effect.yieldNow, Effect.suspend(() => drain(inst, token, context)))
+        const fiber = Effect.runForkWith(group.context)(
+          Effect.andThen(Effect.yieldNow, Effect.suspend(() => drain(inst, token, group.context)))
         )
         if (fiber.pollUnsafe() === undefined) {
           drains.add(fiber)
@@ -757,6 +792,8 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
               holding = undefined
             } else {
               if (closing) return yield* new RuntimeShutdown({ objectType })
+              const refused = refuseCaller?.(yield* Effect.context<never>())
+              if (refused !== undefined) return yield* refused
               inst = instanceFor(id)
               const ticket = Mailbox.makeTicket()
               ran = yield* Effect.exit(restore(withTimeout(
@@ -982,6 +1019,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
       start: number
     ): Effect.Effect<unknown, unknown> => {
       resolveCaller(fiber.context)
+      if (lastRefusal !== undefined) return Exit.fail(lastRefusal)
       const chain = lastChain
       if (chain.length > 0 && chain.includes(inst?.chainKey ?? `${objectType}/${id}`)) {
         return Exit.fail(new ReentrantCall({ objectType, objectId: id, handler: handler.name, chain: [...chain] }))
@@ -1001,10 +1039,12 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
     let lastCaller: Context.Context<never> | undefined
     let lastChain: ReadonlyArray<string> = []
     let lastMetricContext: Context.Context<never> = Context.empty()
+    let lastRefusal: StorageError | undefined
     const resolveCaller = (context: Context.Context<never>): void => {
       if (context === lastCaller) return
       lastCaller = context
       lastChain = Context.get(context, CallChain)
+      lastRefusal = refuseCaller?.(context)
       lastMetricContext = Context.add(
         Context.make(Metric.MetricRegistry, Context.get(context, Metric.MetricRegistry)),
         Metric.CurrentMetricAttributes,
@@ -1133,7 +1173,7 @@ export const make = (def: AnyDefinition): Effect.Effect<ObjectRuntime, never, an
 
     /** Releases the claim on `alarm` for a retry at `retryAt`, or as failed (`null`). */
     const releaseAlarm = (alarm: ClaimedAlarm, retryAt: number | null, error: string) =>
-      storage.releaseAlarm({
+      ownStorage.releaseAlarm({
         objectType,
         objectId: alarm.objectId,
         name: alarm.name,
