@@ -30,8 +30,9 @@
  */
 import { type DateTime, Duration, Effect, Layer } from "effect"
 import type { StorageError } from "./Errors.ts"
+import type { SchedulerOptions as Options } from "./internal/records.ts"
 import * as scheduler from "./internal/scheduler.ts"
-import { Storage } from "./Storage.ts"
+import * as Storage from "./Storage.ts"
 
 /**
  * When an alarm fires: after a delay, at an instant (a `DateTime` or epoch milliseconds), or on every
@@ -61,6 +62,12 @@ export interface AlarmInfo<Name extends string = string, Payload = unknown> {
   readonly cron: string | undefined
   /** Set when the alarm gave up after its last retry; a failed alarm does not fire again until rescheduled. */
   readonly failed: { readonly at: DateTime.Utc; readonly error: string } | undefined
+  /**
+   * Set when the stored alarm no longer reads back (a payload its schema no longer decodes, an alarm the
+   * definition no longer declares, a hand-edited schedule): why. `payload` is then the stored JSON. Such an
+   * alarm is marked failed when it fires, without running a handler.
+   */
+  readonly invalid?: string | undefined
 }
 
 /**
@@ -147,7 +154,7 @@ export const retryDelayMillis = (policy: RetryPolicy | undefined, retry: number)
  * @since 0.1.0
  * @category services
  */
-export const Scheduler = scheduler.Scheduler
+export const Scheduler = Storage.Scheduler
 
 /**
  * The scheduler's service type.
@@ -155,7 +162,7 @@ export const Scheduler = scheduler.Scheduler
  * @since 0.1.0
  * @category services
  */
-export type Scheduler = scheduler.Scheduler
+export type Scheduler = Storage.Scheduler
 
 /**
  * Options of the alarm scheduler: `pollInterval` (default 5 s), `leaseDuration` (default 60 s),
@@ -164,7 +171,7 @@ export type Scheduler = scheduler.Scheduler
  * @since 0.1.0
  * @category models
  */
-export type SchedulerOptions = scheduler.SchedulerOptions
+export type SchedulerOptions = Options
 
 /**
  * The alarm scheduler over the `Storage` in context. The built-in storage layers (`Storage.layerMemory`,
@@ -173,5 +180,5 @@ export type SchedulerOptions = scheduler.SchedulerOptions
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options?: SchedulerOptions): Layer.Layer<Scheduler, never, Storage> =>
-  Layer.effect(Scheduler, Effect.flatMap(Storage, (storage) => scheduler.make(storage, options)))
+export const layer = (options?: SchedulerOptions): Layer.Layer<Scheduler, never, Storage.Storage> =>
+  Layer.effect(Scheduler, Effect.flatMap(Storage.Storage, (storage) => scheduler.make(storage, options)))

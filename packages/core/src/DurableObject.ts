@@ -32,8 +32,8 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Layer, Schema } from "effect"
-import type { AlarmInfo, AlarmsAccess, FiredAlarm, RetryPolicy, When } from "./Alarms.ts"
+import { Context, Effect, Layer, type Schema } from "effect"
+import type { AlarmInfo, When } from "./Alarms.ts"
 import type {
   DurableObjectError,
   HandlerDefect,
@@ -42,126 +42,48 @@ import type {
   UnknownHandler,
   VersionConflict
 } from "./Errors.ts"
+import {
+  type AlarmContext,
+  type AnyAlarmHandler,
+  type AnyErrorOf,
+  type AnyHandler,
+  type CallError,
+  type DefinitionSpec,
+  type ErrorOf,
+  type ObjectContext,
+  type ObjectRuntime,
+  type Options,
+  type PayloadArgs,
+  type ResolvedOptions,
+  resolveOptions,
+  type Runtime,
+  type Status,
+  type SuccessOf,
+  type TypeOf
+} from "./internal/definition.ts"
 import * as runtime from "./internal/runtime.ts"
-import type { Scheduler } from "./internal/scheduler.ts"
-import type { Storage } from "./Storage.ts"
+import * as UserCode from "./internal/userCode.ts"
+import type { Scheduler, Storage } from "./Storage.ts"
 
-// ---------------------------------------------------------------------------------------------------------
-// Handler context
-// ---------------------------------------------------------------------------------------------------------
-
-/**
- * A handler's view of its object's state. Changes are local to the running handler until it succeeds; then
- * they are committed in one write before the reply is released. If the handler fails they are dropped.
- *
- * @since 0.1.0
- * @category models
- */
-export interface StateAccess<S> {
-  /** The state as this handler currently sees it. */
-  readonly get: Effect.Effect<S>
-  /** Replaces the state. */
-  readonly set: (state: S) => Effect.Effect<void>
-  /** Replaces the state with a function of it. */
-  readonly update: (f: (state: S) => S) => Effect.Effect<void>
-  /** Replaces the state and returns a value computed alongside: `f` returns `[value, newState]`. */
-  readonly modify: <A>(f: (state: S) => readonly [A, S]) => Effect.Effect<A>
-}
-
-/**
- * What a handler or hook receives besides its payload.
- *
- * @since 0.1.0
- * @category models
- */
-export interface ObjectContext<S, AP = {}> {
-  /** The definition's name. */
-  readonly objectType: string
-  /** The object's id. */
-  readonly id: string
-  /** The object's state. */
-  readonly state: StateAccess<S>
-  /** The object's alarms: changes commit with the state changes. */
-  readonly alarms: AlarmsAccess<AP>
-}
-
-/**
- * What an alarm handler receives besides its payload: the object's context and the alarm that fired.
- *
- * @since 0.1.0
- * @category models
- */
-export interface AlarmContext<S, AP = {}> extends ObjectContext<S, AP> {
-  readonly alarm: FiredAlarm
-}
+export type {
+  AlarmContext,
+  AnyAlarmHandler,
+  AnyHandler,
+  CallError,
+  EncodedOf,
+  ObjectContext,
+  ObjectRuntime,
+  Options,
+  ResolvedOptions,
+  Runtime,
+  StateAccess,
+  Status,
+  TypeOf
+} from "./internal/definition.ts"
 
 // ---------------------------------------------------------------------------------------------------------
 // Definitions
 // ---------------------------------------------------------------------------------------------------------
-
-/**
- * Lifecycle and backpressure options of an object type. Durations accept anything `Duration` does
- * (`"5 minutes"`, `Duration.seconds(30)`, `Duration.infinity`).
- *
- * @since 0.1.0
- * @category models
- */
-export interface Options {
-  /** Idle time after which an object drops its in-memory working set, keeping only committed state. Default 5 minutes. */
-  readonly hibernateAfter?: Duration.Input | undefined
-  /** Idle time after which `onShutdown` runs and the object leaves memory entirely. Default 1 hour. */
-  readonly shutdownAfter?: Duration.Input | undefined
-  /** Calls allowed to wait for one object; more get `ObjectOverloaded`. Default 1024. */
-  readonly mailboxCapacity?: number | undefined
-  /** Longest a call may wait and run (the commit excluded); then it gets `CallTimeout`. Default 5 seconds. */
-  readonly callTimeout?: Duration.Input | undefined
-  /** How failing alarm handlers are retried. Default: 6 retries from 2 seconds, doubling. */
-  readonly alarmRetry?: RetryPolicy | undefined
-}
-
-/**
- * {@link Options} with every default filled in, in milliseconds (`Infinity` for never).
- *
- * @since 0.1.0
- * @category models
- */
-export interface ResolvedOptions {
-  readonly hibernateAfterMillis: number
-  readonly shutdownAfterMillis: number
-  readonly mailboxCapacity: number
-  readonly callTimeoutMillis: number
-  readonly alarmRetry: RetryPolicy | undefined
-}
-
-/** @internal */
-export type TypeOf<S, Default> = S extends Schema.Top ? S["Type"] : Default
-
-/** @internal */
-export type EncodedOf<S, Default> = S extends Schema.Top ? S["Encoded"] : Default
-
-/**
- * The runtime shape of a handler declaration: schemas plus the `handle` function.
- *
- * @since 0.1.0
- * @category models
- */
-export interface AnyHandler {
-  readonly payload?: Schema.Top | undefined
-  readonly success?: Schema.Top | undefined
-  readonly error?: Schema.Top | undefined
-  readonly handle: (payload: any, ctx: ObjectContext<any, any>) => Effect.Effect<any, any, any>
-}
-
-/**
- * The runtime shape of an alarm declaration.
- *
- * @since 0.1.0
- * @category models
- */
-export interface AnyAlarmHandler {
-  readonly payload?: Schema.Top | undefined
-  readonly handle: (payload: any, ctx: AlarmContext<any, any>) => Effect.Effect<void, any, any>
-}
 
 /**
  * Alarm declarations as `defineObject` types them: each alarm's `handle` receives its decoded payload and
@@ -205,38 +127,6 @@ export type Handlers<S, P, A, E, R, AP = {}> =
   & { readonly [K in keyof E]: { readonly error?: E[K] } }
 
 /**
- * The identifier of one object type's runtime in the Effect context. Calls need it; `Definition.layer`
- * provides it. Forgetting the layer is therefore a type error where the program is run.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Runtime<Name extends string> {
-  readonly [runtime.RuntimeTypeId]: Name
-}
-
-/**
- * Where an object is in its lifecycle, as seen by this runtime.
- *
- * - `active`: loaded, with its working state in memory.
- * - `hibernated`: idle past `hibernateAfter`; holds only its committed state (as JSON) and wakes on the next call.
- * - `stopped`: not in memory (never called, shut down, stopped, deleted, or failed to load).
- *
- * @since 0.1.0
- * @category models
- */
-export type Status = "active" | "hibernated" | "stopped"
-
-/**
- * Errors any typed call can fail with, besides the handler's own: every runtime error but `UnknownHandler`
- * (a typed call names a handler that exists).
- *
- * @since 0.1.0
- * @category models
- */
-export type CallError = Exclude<DurableObjectError, UnknownHandler>
-
-/**
  * The typed client of one object: one method per handler.
  *
  * @since 0.1.0
@@ -277,7 +167,7 @@ export interface Definition<
   readonly onShutdown: ((ctx: ObjectContext<State["Type"], AP>) => Effect.Effect<void, never, R>) | undefined
   readonly options: ResolvedOptions
   /** The context key of this type's runtime. */
-  readonly runtime: Context.Service<Runtime<Name>, runtime.ObjectRuntime>
+  readonly runtime: Context.Service<Runtime<Name>, ObjectRuntime<P, A, E, AP>>
   /**
    * The runtime of this object type: a supervisor of its instances, running in the layer's scope. Closing
    * the scope stops every loaded object gracefully (`onShutdown` runs) after in-flight calls finish.
@@ -296,33 +186,6 @@ export interface Definition<
  * @category models
  */
 export type AnyDefinition = Definition<any, any, any, any, any, any, any>
-
-const defaultOptions = {
-  hibernateAfter: "5 minutes",
-  shutdownAfter: "1 hour",
-  mailboxCapacity: 1024,
-  callTimeout: "5 seconds"
-} as const
-
-const toMillis = (input: Duration.Input, option: string): number => {
-  const millis = Duration.toMillis(input)
-  if (!(millis > 0)) throw new TypeError(`durable-object: option ${option} must be a positive duration`)
-  return millis
-}
-
-const resolveOptions = (options: Options | undefined): ResolvedOptions => {
-  const capacity = options?.mailboxCapacity ?? defaultOptions.mailboxCapacity
-  if (!Number.isInteger(capacity) || capacity < 0) {
-    throw new TypeError("durable-object: option mailboxCapacity must be a non-negative integer")
-  }
-  return {
-    hibernateAfterMillis: toMillis(options?.hibernateAfter ?? defaultOptions.hibernateAfter, "hibernateAfter"),
-    shutdownAfterMillis: toMillis(options?.shutdownAfter ?? defaultOptions.shutdownAfter, "shutdownAfter"),
-    mailboxCapacity: capacity,
-    callTimeoutMillis: toMillis(options?.callTimeout ?? defaultOptions.callTimeout, "callTimeout"),
-    alarmRetry: options?.alarmRetry
-  }
-}
 
 const namePattern = /^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$/
 
@@ -389,26 +252,24 @@ export const defineObject = <
       throw new TypeError(`durable-object: alarm ${definition.name}.${name} has no handle function`)
     }
   }
-  const key = Context.Service<Runtime<Name>, runtime.ObjectRuntime>(`@durable-object/core/Runtime/${definition.name}`)
-  const self: Definition<Name, State, P, A, E, Services[number]["Identifier"], AP> = {
+  const key = Context.Service<Runtime<Name>, ObjectRuntime<P, A, E, AP>>(
+    `@durable-object/core/Runtime/${definition.name}`
+  )
+  const spec: DefinitionSpec = {
     name: definition.name,
     state: definition.state,
     initialState: definition.initialState,
-    handlers: handlers as any,
-    alarms: alarms as any,
+    handlers,
+    alarms,
     services: definition.services ?? [],
     onLoad: definition.onLoad,
     onShutdown: definition.onShutdown,
-    options: resolveOptions(definition.options),
-    runtime: key,
-    layer: undefined as any,
-    client: undefined as any
+    options: resolveOptions(definition.options)
   }
-  const layer = Layer.effect(key, runtime.make(self as unknown as AnyDefinition)) as Layer.Layer<
-    Runtime<Name>,
-    never,
-    Storage | Scheduler | Services[number]["Identifier"]
-  >
+  // The runtime takes the declared services from the context it is built in; they are this layer's
+  // requirements.
+  const layer: Layer.Layer<Runtime<Name>, never, Storage | Scheduler | Services[number]["Identifier"]> = Layer
+    .effect(key, runtime.make(spec))
   // A client is one object holding its id; each method is built when it is read off the client (so reading
   // `const { increment } = client` works too). Calls go from the caller's fiber straight into the runtime.
   class ClientImpl {
@@ -417,15 +278,16 @@ export const defineObject = <
       this[clientId] = id
     }
   }
-  // Callers mostly share a context: the runtime found in the last one is kept.
-  let lastContext: Context.Context<never> | undefined
-  let lastRuntime: runtime.ObjectRuntime | undefined
-  const runtimeIn = (context: Context.Context<never>): runtime.ObjectRuntime => {
-    if (context !== lastContext) {
+  // Callers mostly share a context: the runtime found in the last one is kept, and that context only weakly
+  // (a finished request's context is not retained).
+  let lastContext: WeakRef<Context.Context<never>> | undefined
+  let lastRuntime: ObjectRuntime<P, A, E, AP> | undefined
+  const runtimeIn = (context: Context.Context<never>): ObjectRuntime<P, A, E, AP> => {
+    if (lastRuntime === undefined || lastContext?.deref() !== context) {
       lastRuntime = Context.getUnsafe(context, key)
-      lastContext = context
+      lastContext = new WeakRef(context)
     }
-    return lastRuntime!
+    return lastRuntime
   }
   for (const name of Object.keys(handlers)) {
     Object.defineProperty(ClientImpl.prototype, name, {
@@ -436,8 +298,20 @@ export const defineObject = <
       }
     })
   }
-  const client = (id: string) => new ClientImpl(id) as unknown as Client<Name, P, A, E>
-  return Object.assign(self, { layer, client })
+  return {
+    name: definition.name,
+    state: definition.state,
+    initialState: definition.initialState,
+    services: spec.services,
+    onLoad: definition.onLoad,
+    onShutdown: definition.onShutdown,
+    options: spec.options,
+    handlers: definition.handlers as unknown as { readonly [K in keyof P]: AnyHandler },
+    alarms: alarms as { readonly [K in keyof AP]: AnyAlarmHandler },
+    runtime: key,
+    layer,
+    client: (id: string) => new ClientImpl(id) as unknown as Client<Name, P, A, E>
+  }
 }
 
 const clientId: unique symbol = Symbol("@durable-object/core/clientId")
@@ -446,19 +320,6 @@ const clientId: unique symbol = Symbol("@durable-object/core/clientId")
 // Generic API
 // ---------------------------------------------------------------------------------------------------------
 
-/** @internal */
-export type P<D> = D extends Definition<any, any, infer P, any, any, any> ? P : never
-/** @internal */
-export type A<D> = D extends Definition<any, any, any, infer A, any, any> ? A : never
-/** @internal */
-export type E<D> = D extends Definition<any, any, any, any, infer E, any> ? E : never
-/** @internal */
-export type NameOf<D> = D extends Definition<infer Name, any, any, any, any, any> ? Name : never
-/** @internal */
-export type HandlerName<D> = keyof P<D> & string
-/** @internal */
-export type AnyHandlerError<D> = { readonly [K in keyof E<D>]: TypeOf<E<D>[K], never> }[keyof E<D>]
-
 /**
  * Calls a handler by name: the generic form of `definition.client(id)[handler](payload)`, with the same
  * types and guarantees.
@@ -466,16 +327,13 @@ export type AnyHandlerError<D> = { readonly [K in keyof E<D>]: TypeOf<E<D>[K], n
  * @since 0.1.0
  * @category calls
  */
-export const call = <D extends AnyDefinition, K extends HandlerName<D>>(
-  definition: D,
+export const call = <Name extends string, P, A, E, K extends keyof P & string>(
+  definition: Definition<Name, any, P, A, E, any, any>,
   id: string,
   handler: K,
-  ...payload: P<D>[K] extends Schema.Top ? [payload: P<D>[K]["Type"]] : []
-): Effect.Effect<
-  TypeOf<K extends keyof A<D> ? A<D>[K] : never, void>,
-  TypeOf<K extends keyof E<D> ? E<D>[K] : never, never> | CallError,
-  Runtime<NameOf<D>>
-> => definition.runtime.use((rt) => rt.call(id, handler, payload[0])) as any
+  ...payload: PayloadArgs<P, K>
+): Effect.Effect<SuccessOf<A, K>, ErrorOf<E, K> | CallError, Runtime<Name>> =>
+  definition.runtime.use((rt) => rt.call(id, handler, ...payload))
 
 /**
  * Calls a handler named at run time with a payload in its *encoded* form (for example a parsed JSON body),
@@ -486,13 +344,13 @@ export const call = <D extends AnyDefinition, K extends HandlerName<D>>(
  * @since 0.1.0
  * @category calls
  */
-export const callEncoded = <D extends AnyDefinition>(
-  definition: D,
+export const callEncoded = <Name extends string, E>(
+  definition: Definition<Name, any, any, any, E, any, any>,
   id: string,
   handler: string,
   payload: unknown
-): Effect.Effect<unknown, DurableObjectError | UnknownHandler | AnyHandlerError<D>, Runtime<NameOf<D>>> =>
-  definition.runtime.use((rt) => rt.callEncoded(id, handler, payload)) as any
+): Effect.Effect<unknown, DurableObjectError | AnyErrorOf<E>, Runtime<Name>> =>
+  definition.runtime.use((rt) => rt.callEncoded(id, handler, payload))
 
 /**
  * Stops an object gracefully: waits for the call in progress and those already queued, runs `onShutdown`
@@ -502,25 +360,17 @@ export const callEncoded = <D extends AnyDefinition>(
  * @since 0.1.0
  * @category lifecycle
  */
-export const stop = <D extends AnyDefinition>(
-  definition: D,
+export const stop = <Name extends string>(
+  definition: Definition<Name, any, any, any, any, any, any>,
   id: string
-): Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict | HandlerDefect, Runtime<NameOf<D>>> =>
-  definition.runtime.use((rt) => rt.stop(id)) as any
+): Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict | HandlerDefect, Runtime<Name>> =>
+  definition.runtime.use((rt) => rt.stop(id))
 
-/**
- * Deletes an object: after the call in progress and those queued before it, removes its stored state and
- * all its alarms in one transaction and drops it from memory. `onShutdown` does not run. The next call
- * starts it afresh from `initialState`. Works on objects whose stored state no longer decodes.
- *
- * @since 0.1.0
- * @category lifecycle
- */
-const delete_ = <D extends AnyDefinition>(
-  definition: D,
+const delete_ = <Name extends string>(
+  definition: Definition<Name, any, any, any, any, any, any>,
   id: string
-): Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict, Runtime<NameOf<D>>> =>
-  definition.runtime.use((rt) => rt.delete(id)) as any
+): Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict, Runtime<Name>> =>
+  definition.runtime.use((rt) => rt.delete(id))
 
 export {
   /**
@@ -540,10 +390,10 @@ export {
  * @since 0.1.0
  * @category lifecycle
  */
-export const status = <D extends AnyDefinition>(
-  definition: D,
+export const status = <Name extends string>(
+  definition: Definition<Name, any, any, any, any, any, any>,
   id: string
-): Effect.Effect<Status, never, Runtime<NameOf<D>>> => definition.runtime.use((rt) => rt.status(id)) as any
+): Effect.Effect<Status, never, Runtime<Name>> => definition.runtime.use((rt) => rt.status(id))
 
 /**
  * The ids of the objects of this type loaded in this runtime (active or hibernated).
@@ -551,13 +401,9 @@ export const status = <D extends AnyDefinition>(
  * @since 0.1.0
  * @category lifecycle
  */
-export const loadedIds = <D extends AnyDefinition>(
-  definition: D
-): Effect.Effect<ReadonlyArray<string>, never, Runtime<NameOf<D>>> =>
-  definition.runtime.use((rt) => rt.loadedIds) as any
-
-/** @internal */
-export type AP<D> = D extends Definition<any, any, any, any, any, any, infer AP> ? AP : never
+export const loadedIds = <Name extends string>(
+  definition: Definition<Name, any, any, any, any, any, any>
+): Effect.Effect<ReadonlyArray<string>, never, Runtime<Name>> => definition.runtime.use((rt) => rt.loadedIds)
 
 /**
  * Schedules (or replaces) the alarm `name` of an object from outside it, as if a handler had: serialized
@@ -566,14 +412,14 @@ export type AP<D> = D extends Definition<any, any, any, any, any, any, infer AP>
  * @since 0.1.0
  * @category alarms
  */
-export const scheduleAlarm = <D extends AnyDefinition, K extends keyof AP<D> & string>(
-  definition: D,
+export const scheduleAlarm = <Name extends string, AP, K extends keyof AP & string>(
+  definition: Definition<Name, any, any, any, any, any, AP>,
   id: string,
   name: K,
   when: When,
-  ...payload: AP<D>[K] extends Schema.Top ? [payload: AP<D>[K]["Type"]] : []
-): Effect.Effect<void, CallError | UnknownHandler, Runtime<NameOf<D>>> =>
-  definition.runtime.use((rt) => rt.scheduleAlarm(id, name, when, payload[0])) as any
+  ...payload: PayloadArgs<AP, K>
+): Effect.Effect<void, CallError | UnknownHandler, Runtime<Name>> =>
+  definition.runtime.use((rt) => rt.scheduleAlarm(id, name, when, ...payload))
 
 /**
  * Cancels the alarm `name` of an object from outside it (nothing happens when it is not scheduled).
@@ -581,12 +427,12 @@ export const scheduleAlarm = <D extends AnyDefinition, K extends keyof AP<D> & s
  * @since 0.1.0
  * @category alarms
  */
-export const cancelAlarm = <D extends AnyDefinition>(
-  definition: D,
+export const cancelAlarm = <Name extends string, AP>(
+  definition: Definition<Name, any, any, any, any, any, AP>,
   id: string,
-  name: keyof AP<D> & string
-): Effect.Effect<void, CallError | UnknownHandler, Runtime<NameOf<D>>> =>
-  definition.runtime.use((rt) => rt.cancelAlarm(id, name)) as any
+  name: keyof AP & string
+): Effect.Effect<void, CallError | UnknownHandler, Runtime<Name>> =>
+  definition.runtime.use((rt) => rt.cancelAlarm(id, name))
 
 /**
  * The alarms of an object, earliest first, failed ones included (with when and why they failed).
@@ -594,11 +440,11 @@ export const cancelAlarm = <D extends AnyDefinition>(
  * @since 0.1.0
  * @category alarms
  */
-export const listAlarms = <D extends AnyDefinition>(
-  definition: D,
+export const listAlarms = <Name extends string, AP>(
+  definition: Definition<Name, any, any, any, any, any, AP>,
   id: string
-): Effect.Effect<ReadonlyArray<AlarmInfo<keyof AP<D> & string>>, InvalidObjectId | StorageError, Runtime<NameOf<D>>> =>
-  definition.runtime.use((rt) => rt.listAlarms(id)) as any
+): Effect.Effect<ReadonlyArray<AlarmInfo<keyof AP & string>>, InvalidObjectId | StorageError, Runtime<Name>> =>
+  definition.runtime.use((rt) => rt.listAlarms(id))
 
 /**
  * The call chain a handler runs in (outermost first, as `type/id`), used to turn calls that would deadlock
@@ -607,4 +453,4 @@ export const listAlarms = <D extends AnyDefinition>(
  * @since 0.1.0
  * @category references
  */
-export const CallChain = runtime.CallChain
+export const CallChain = UserCode.CallChain

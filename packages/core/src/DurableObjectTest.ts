@@ -16,7 +16,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, DateTime, Effect, Exit, Layer, Schema, Tracer } from "effect"
+import { Clock, DateTime, Effect, Exit, Layer, Tracer } from "effect"
 import type { AlarmInfo } from "./Alarms.ts"
 import type {
   AnyAlarmHandler,
@@ -28,9 +28,10 @@ import type {
   TypeOf
 } from "./DurableObject.ts"
 import { StateDecodeError, type StorageError } from "./Errors.ts"
-import { alarmCodecs, type ContextEnv, makeCell, makeContext, toAlarmInfo } from "./internal/context.ts"
-import type { Scheduler } from "./internal/scheduler.ts"
-import { layerMemory, Storage } from "./Storage.ts"
+import * as AlarmCodec from "./internal/alarmCodec.ts"
+import { type ContextEnv, makeCell, makeContext } from "./internal/context.ts"
+import * as StateCodec from "./internal/stateCodec.ts"
+import { layerMemory, type Scheduler, Storage } from "./Storage.ts"
 
 type RuntimeOf<D> = D extends Definition<infer Name, any, any, any, any, any, any> ? Runtime<Name> : never
 type ServicesOf<D> = D extends Definition<any, any, any, any, any, infer R, any> ? R : never
@@ -64,9 +65,7 @@ export const persistedState = <D extends AnyDefinition>(
     const storage = yield* Storage
     const stored = yield* storage.load(definition.name, id)
     if (stored === undefined) return undefined
-    const decoded = Schema.decodeUnknownExit(
-      Schema.fromJsonString(Schema.toCodecJson(definition.state)) as unknown as Schema.Decoder<unknown>
-    )(stored.state)
+    const decoded = StateCodec.make(definition.state).decode(stored.state)
     if (Exit.isFailure(decoded)) {
       return yield* new StateDecodeError({ objectType: definition.name, objectId: id, issue: String(decoded.cause) })
     }
@@ -115,7 +114,7 @@ const runWith = (
     const env: ContextEnv = {
       objectType: definition.name,
       clock: yield* Clock.Clock,
-      alarmCodecs: alarmCodecs(definition),
+      alarmCodecs: AlarmCodec.make(definition),
       listStored: () => Effect.succeed([])
     }
     const cell = makeCell(state)
@@ -126,7 +125,7 @@ const runWith = (
       state: cell.state,
       alarms: {
         scheduled: Array.from(ops?.put.values() ?? [], (put) =>
-          toAlarmInfo(env, { ...put, attempts: 0, failedAt: null, lastError: null })),
+          AlarmCodec.toAlarmInfo(env.alarmCodecs, { ...put, attempts: 0, failedAt: null, lastError: null })),
         cancelled: Array.from(ops?.remove ?? []),
         cancelledAll: ops?.removeAll ?? false
       }

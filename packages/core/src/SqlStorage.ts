@@ -18,7 +18,7 @@ import { Cause, Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Sche
 import { Migrator, SqlClient, type SqlError } from "effect/sql"
 import { AlarmClaimLost, StorageError, VersionConflict } from "./Errors.ts"
 import * as Batcher from "./internal/batcher.ts"
-import type { Scheduler, SchedulerOptions } from "./internal/scheduler.ts"
+import type { SchedulerOptions } from "./internal/records.ts"
 import { span, tracing } from "./internal/span.ts"
 import {
   type AlarmChanges,
@@ -28,6 +28,7 @@ import {
   type ClaimedAlarm,
   type ClaimRequest,
   layerWithScheduler,
+  type Scheduler,
   Storage,
   type StoredObject,
   type WriteSet

@@ -183,3 +183,26 @@ export const alarmLateness = Metric.histogram("durable_object_alarm_lateness_ms"
   description: "Delay between an alarm's due time and the start of its handler, in milliseconds",
   boundaries: Metric.exponentialBoundaries({ start: 0.5, factor: 2, count: 20 })
 })
+
+/**
+ * Background work that failed where no caller could be told, by `object_type` and `operation`:
+ * `shutdown` (an idle shutdown or a graceful stop whose `onShutdown` or its commit failed: its changes were
+ * not stored), `alarm_release` (a failed alarm's claim could not be released after retries: it fires again
+ * when its lease expires), `alarm_claim` and `alarm_next` (the scheduler could not read due alarms; it backs
+ * off and retries). Each is also logged with its cause.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const backgroundFailures = Metric.counter("durable_object_background_failures_total", {
+  description: "Background work that failed with no caller to tell, by object type and operation",
+  incremental: true
+})
+
+/**
+ * The background operations `durable_object_background_failures_total` counts.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export type BackgroundOperation = "shutdown" | "alarm_release" | "alarm_claim" | "alarm_next"

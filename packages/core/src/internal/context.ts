@@ -4,11 +4,12 @@
  *
  * @internal
  */
-import { type Clock, Cron, DateTime, Duration, Effect, Exit, Result, Schema } from "effect"
+import { type Clock, Effect, Exit, Result } from "effect"
 import type { AlarmInfo, When } from "../Alarms.ts"
-import type { AnyDefinition, ObjectContext } from "../DurableObject.ts"
 import type { StorageError } from "../Errors.ts"
-import type { AlarmPut, AlarmRecord } from "../Storage.ts"
+import { type AlarmCodecs, resolveWhen, toAlarmInfo } from "./alarmCodec.ts"
+import type { ObjectContext } from "./definition.ts"
+import type { AlarmPut, AlarmRecord } from "./records.ts"
 
 /** Alarm changes staged by one handler run. */
 export interface AlarmOps {
@@ -27,93 +28,12 @@ export interface Cell {
 
 export const makeCell = (state: unknown): Cell => ({ state, alarms: undefined, fired: undefined })
 
-/** Per alarm name: how its payload goes to and from JSON. */
-export interface AlarmCodec {
-  readonly encode: (payload: unknown) => Exit.Exit<string, Schema.SchemaError>
-  readonly decode: (json: string) => Exit.Exit<unknown, Schema.SchemaError>
-}
-
 /** What contexts of one object type share. */
 export interface ContextEnv {
   readonly objectType: string
   readonly clock: Clock.Clock
-  readonly alarmCodecs: ReadonlyMap<string, AlarmCodec>
+  readonly alarmCodecs: AlarmCodecs
   readonly listStored: (id: string) => Effect.Effect<ReadonlyArray<AlarmRecord>, StorageError>
-}
-
-const nullJson: AlarmCodec = {
-  encode: () => Exit.succeed("null"),
-  decode: () => Exit.succeed(undefined)
-}
-
-/** Builds the payload codecs of a definition's alarms. */
-export const alarmCodecs = (def: AnyDefinition): ReadonlyMap<string, AlarmCodec> => {
-  const codecs = new Map<string, AlarmCodec>()
-  for (const [name, spec] of Object.entries(def.alarms as Record<string, { readonly payload?: Schema.Top }>)) {
-    if (spec.payload === undefined) {
-      codecs.set(name, nullJson)
-      continue
-    }
-    const json = Schema.fromJsonString(Schema.toCodecJson(spec.payload)) as unknown as Schema.Codec<unknown, string>
-    codecs.set(name, { encode: Schema.encodeUnknownExit(json), decode: Schema.decodeUnknownExit(json) })
-  }
-  return codecs
-}
-
-/** The cron schedule stored with a recurring alarm. */
-export interface StoredCron {
-  readonly expression: string
-  readonly timeZone?: string | undefined
-}
-
-/** The next occurrence of a stored cron schedule strictly after `now`, in epoch milliseconds. */
-export const nextCron = (cronJson: string, now: number): number => {
-  const stored = JSON.parse(cronJson) as StoredCron
-  const cron = Cron.parseUnsafe(stored.expression, stored.timeZone)
-  return Cron.next(cron, now).getTime()
-}
-
-/** Resolves `when` to a fire time, and the cron JSON for recurring alarms. Invalid input is a defect. */
-export const resolveWhen = (
-  when: When,
-  now: number
-): Effect.Effect<{ readonly fireAt: number; readonly cron: string | null }> =>
-  Effect.suspend((): Effect.Effect<{ readonly fireAt: number; readonly cron: string | null }> => {
-    if ("in" in when) {
-      const millis = Duration.toMillis(when.in)
-      if (!Number.isFinite(millis) || millis < 0) {
-        return Effect.die(new TypeError(`durable-object: alarm delay must be finite and not negative`))
-      }
-      return Effect.succeed({ fireAt: now + millis, cron: null })
-    }
-    if ("at" in when) {
-      const at = typeof when.at === "number" ? when.at : DateTime.toEpochMillis(when.at)
-      if (!Number.isFinite(at)) return Effect.die(new TypeError(`durable-object: alarm time must be finite`))
-      return Effect.succeed({ fireAt: at, cron: null })
-    }
-    const parsed = Cron.parse(when.cron, when.timeZone)
-    if (Result.isFailure(parsed)) {
-      return Effect.die(new TypeError(`durable-object: invalid cron expression ${JSON.stringify(when.cron)}`))
-    }
-    const stored: StoredCron = when.timeZone === undefined
-      ? { expression: when.cron }
-      : { expression: when.cron, timeZone: when.timeZone }
-    return Effect.succeed({ fireAt: Cron.next(parsed.success, now).getTime(), cron: JSON.stringify(stored) })
-  })
-
-/** Turns a stored alarm into what `list` returns. */
-export const toAlarmInfo = (env: ContextEnv, record: AlarmRecord): AlarmInfo => {
-  const decoded = env.alarmCodecs.get(record.name)?.decode(record.payload)
-  return {
-    name: record.name,
-    fireAt: DateTime.makeUnsafe(record.fireAt),
-    payload: decoded !== undefined && Exit.isSuccess(decoded) ? decoded.value : JSON.parse(record.payload),
-    attempts: record.attempts,
-    cron: record.cron === null ? undefined : (JSON.parse(record.cron) as StoredCron).expression,
-    failed: record.failedAt === null
-      ? undefined
-      : { at: DateTime.makeUnsafe(record.failedAt), error: record.lastError ?? "" }
-  }
 }
 
 const opsOf = (cell: Cell): AlarmOps => {
@@ -191,8 +111,11 @@ class AlarmsAccessImpl {
         }
         const encoded = codec.encode(payload[0])
         if (Exit.isFailure(encoded)) return Effect.die(encoded.cause)
-        return Effect.map(resolveWhen(when, env.clock.currentTimeMillisUnsafe()), ({ cron, fireAt }) =>
-          stageAlarm(cell, { name, fireAt, payload: encoded.value, cron }))
+        // Invalid input from a handler is a bug in the handler: its call fails with HandlerDefect.
+        const resolved = resolveWhen(when, env.clock.currentTimeMillisUnsafe())
+        if (Result.isFailure(resolved)) return Effect.die(new TypeError(`durable-object: ${resolved.failure}`))
+        stageAlarm(cell, { name, payload: encoded.value, ...resolved.success })
+        return Effect.void
       })
   }
   get cancel(): (name: string) => Effect.Effect<void> {
@@ -229,7 +152,7 @@ class AlarmsAccessImpl {
       }
       return Array.from(byName.values())
         .toSorted((a, b) => a.fireAt - b.fireAt || (a.name < b.name ? -1 : 1))
-        .map((record) => toAlarmInfo(env, record))
+        .map((record) => toAlarmInfo(env.alarmCodecs, record))
     })
   }
 }

@@ -7,7 +7,7 @@
  *
  * @internal
  */
-import { Effect, type Fiber } from "effect"
+import { type Clock, Effect, type Fiber, Latch } from "effect"
 
 /** A place in the runtime's deadline list (see `Deadlines`). */
 export interface Deadline {
@@ -226,4 +226,37 @@ export class Deadlines {
       onExpire?.()
     }
   }
+}
+
+/**
+ * A deadline list served by one timer fiber (`run`), instead of a timer per waiting call. Listing an entry
+ * earlier than the one the timer waits for wakes it sooner.
+ */
+export interface DeadlineTimer {
+  readonly list: Deadlines
+  /** The timer: expires entries at their deadlines, forever (fork it in the runtime's scope). */
+  readonly run: Effect.Effect<never>
+}
+
+export const makeDeadlineTimer = (clock: Clock.Clock): DeadlineTimer => {
+  const wake = Latch.makeUnsafe(false)
+  // When the timer wakes next.
+  let target = Infinity
+  const list = new Deadlines((entry) => {
+    if (entry.deadline < target) wake.openUnsafe()
+  })
+  const run = Effect.gen(function*() {
+    while (true) {
+      wake.closeUnsafe()
+      const head = list.head
+      const now = clock.currentTimeMillisUnsafe()
+      if (head !== undefined && head.deadline <= now) {
+        list.expire(now)
+        continue
+      }
+      target = head === undefined ? Infinity : head.deadline
+      yield* head === undefined ? wake.await : Effect.raceFirst(Effect.sleep(head.deadline - now), wake.await)
+    }
+  })
+  return { list, run }
 }

@@ -9,34 +9,8 @@
  *
  * @internal
  */
-import { Cause, Clock, Context, Duration, Effect, FiberSet, Latch } from "effect"
-import type { ClaimedAlarm, Storage } from "../Storage.ts"
-
-/** Options of the alarm scheduler. */
-export interface SchedulerOptions {
-  /** How often storage is polled for alarms this process was not told about. Default 5 seconds. */
-  readonly pollInterval?: Duration.Input | undefined
-  /** How long a claim lasts before another scheduler may take the alarm over. Default 60 seconds. */
-  readonly leaseDuration?: Duration.Input | undefined
-  /**
-   * Alarms fired at once, across all objects. Default 256: the commits of alarms fired together share
-   * transactions, so a backlog of due alarms drains several times faster than with a few at a time.
-   */
-  readonly concurrency?: number | undefined
-  /** Alarms claimed per storage round trip. Default 256. */
-  readonly batchSize?: number | undefined
-}
-
-/** The scheduler service. */
-export class Scheduler extends Context.Service<Scheduler, {
-  /** Registers an object type's alarm handler for the life of the current scope. */
-  readonly register: (
-    objectType: string,
-    fire: (alarm: ClaimedAlarm) => Effect.Effect<void>
-  ) => Effect.Effect<void, never, import("effect").Scope.Scope>
-  /** Tells the scheduler an alarm was scheduled at `fireAt` in this process, so it wakes in time for it. */
-  readonly wake: (fireAt: number) => void
-}>()("@durable-object/core/Alarms/Scheduler") {}
+import { Cause, Clock, Duration, Effect, FiberSet, Latch, type Scope } from "effect"
+import type { ClaimedAlarm, SchedulerOptions, SchedulerService, StorageService } from "./records.ts"
 
 /** The longest the loop dispatches without yielding to the event loop. */
 const sliceMillis = 4
@@ -60,9 +34,9 @@ const logDied = (alarm: ClaimedAlarm) => (cause: Cause.Cause<unknown>) =>
 
 /** Builds the scheduler over `storage`, running in the current scope. */
 export const make = (
-  storage: Storage["Service"],
+  storage: StorageService,
   options?: SchedulerOptions
-): Effect.Effect<Scheduler["Service"], never, import("effect").Scope.Scope> =>
+): Effect.Effect<SchedulerService, never, Scope.Scope> =>
   Effect.gen(function*() {
     const clock = yield* Clock.Clock
     const pollMillis = Duration.toMillis(options?.pollInterval ?? "5 seconds")
@@ -157,7 +131,7 @@ export const make = (
     yield* Effect.forkScoped(loop)
     if (storage.watchAlarms !== undefined) yield* storage.watchAlarms(wake)
 
-    return Scheduler.of({
+    return {
       register: (objectType, fire) =>
         Effect.acquireRelease(
           Effect.sync(() => {
@@ -170,5 +144,5 @@ export const make = (
             })
         ),
       wake
-    })
+    }
   })

@@ -1,0 +1,571 @@
+/**
+ * Calls: handlers prepared once per runtime (validators, codecs, metric series), and the call path. A call
+ * reaches its object's lock in one of three ways: the lock is free and the object active (the hot path, one
+ * synchronous step), it waits behind the call holding the lock (queued), or it takes the general path, which
+ * activates or wakes the object first. All three then run user code the same way (`runLocked`) and end the
+ * same way (`finish`): stage what the run changed, release the lock, and release the reply once what it saw is
+ * durable (the output gate).
+ *
+ * @internal
+ */
+import { Cause, type Clock, Context, Effect, Exit, Fiber, Metric, Schema } from "effect"
+import {
+  CallTimeout,
+  InvalidObjectId,
+  InvalidPayload,
+  maxObjectIdLength,
+  ObjectOverloaded,
+  RuntimeShutdown,
+  StorageError,
+  UnknownHandler
+} from "../Errors.ts"
+import * as Telemetry from "../Telemetry.ts"
+import { awaitGroup, type Commits, type OwnStorage } from "./commit.ts"
+import { type Cell, makeCell } from "./context.ts"
+import type { AnyHandler, DefinitionSpec, ObjectContext } from "./definition.ts"
+import type { Instance, Registry } from "./instance.ts"
+import * as Mailbox from "./mailbox.ts"
+import { tracing } from "./span.ts"
+import { CallChain, type UserCode } from "./userCode.ts"
+
+const encoder = new TextEncoder()
+
+/** `InvalidObjectId` when `id` cannot name an object, else `undefined`. */
+export const checkId = (objectType: string, id: unknown): InvalidObjectId | undefined => {
+  if (typeof id !== "string") return new InvalidObjectId({ objectType, reason: "an id must be a string" })
+  if (id.length === 0) return new InvalidObjectId({ objectType, reason: "an id must not be empty" })
+  // A UTF-16 code unit is at most 3 UTF-8 bytes, so short ids skip the byte count.
+  if (id.length * 3 > maxObjectIdLength && encoder.encode(id).length > maxObjectIdLength) {
+    return new InvalidObjectId({ objectType, reason: `an id must be at most ${maxObjectIdLength} UTF-8 bytes` })
+  }
+  if (!id.isWellFormed()) {
+    return new InvalidObjectId({ objectType, reason: "an id must be well-formed Unicode (no lone surrogates)" })
+  }
+  if (id.includes("\u0000")) return new InvalidObjectId({ objectType, reason: "an id must not contain NUL" })
+  return undefined
+}
+
+const outcomeNames: ReadonlyArray<Telemetry.CallOutcome> = [
+  "success",
+  "failure",
+  "defect",
+  "timeout",
+  "interrupted",
+  "overloaded",
+  "rejected"
+]
+
+const outcomeOf = (exit: Exit.Exit<unknown, unknown>): Telemetry.CallOutcome => {
+  if (Exit.isSuccess(exit)) return "success"
+  const cause = exit.cause
+  if (Cause.hasInterruptsOnly(cause)) return "interrupted"
+  const error = Cause.findError(cause)
+  if (error._tag === "Success") {
+    const e = error.success as { readonly _tag?: unknown }
+    switch (e?._tag) {
+      case "HandlerDefect":
+        return "defect"
+      case "CallTimeout":
+        return "timeout"
+      case "ObjectOverloaded":
+        return "overloaded"
+      case "InvalidPayload":
+      case "UnknownHandler":
+      case "InvalidObjectId":
+      case "ReentrantCall":
+      case "RuntimeShutdown":
+        return "rejected"
+    }
+    return "failure"
+  }
+  return "defect"
+}
+
+/** A handler with everything a call needs of it made once. */
+interface Prepared {
+  readonly name: string
+  readonly spec: AnyHandler
+  readonly validate: ((u: unknown) => Exit.Exit<unknown, Schema.SchemaError>) | undefined
+  readonly decodeEncoded: ((u: unknown) => Exit.Exit<unknown, Schema.SchemaError>) | undefined
+  readonly encodeSuccess: ((u: unknown) => Exit.Exit<unknown, Schema.SchemaError>) | undefined
+  readonly attributes: Record<string, string>
+  readonly outcomes: Record<Telemetry.CallOutcome, Metric.Metric<number, unknown>>
+  readonly duration: Metric.Metric<number, unknown>
+}
+
+const prepare = (objectType: string, name: string, spec: AnyHandler): Prepared => {
+  const payload = spec.payload
+  const success = spec.success
+  const attributes = { object_type: objectType, handler: name }
+  const outcomes = {} as Record<Telemetry.CallOutcome, Metric.Metric<number, unknown>>
+  for (const outcome of outcomeNames) outcomes[outcome] = Telemetry.callSeries({ ...attributes, outcome }).calls
+  return {
+    name,
+    spec,
+    validate: payload === undefined
+      ? undefined
+      : Schema.decodeUnknownExit(Schema.toType(payload) as unknown as Schema.Decoder<unknown>),
+    decodeEncoded: payload === undefined
+      ? undefined
+      : Schema.decodeUnknownExit(Schema.toCodecJson(payload) as unknown as Schema.Decoder<unknown>),
+    encodeSuccess: success === undefined
+      ? undefined
+      : Schema.encodeUnknownExit(Schema.toCodecJson(success) as unknown as Schema.Codec<unknown, unknown>),
+    attributes: { [Telemetry.attributes.objectType]: objectType, [Telemetry.attributes.handler]: name },
+    outcomes,
+    duration: Telemetry.callSeries(attributes).duration
+  }
+}
+
+/** A small context of the caller's metric registry and attributes (cheaper for metric updates to read). */
+const metricContext = (context: Context.Context<never>): Context.Context<never> =>
+  Context.add(
+    Context.make(Metric.MetricRegistry, Context.get(context, Metric.MetricRegistry)),
+    Metric.CurrentMetricAttributes,
+    Context.get(context, Metric.CurrentMetricAttributes)
+  )
+
+/** Keeps an effect as it is (where a path has no uninterruptible region to restore). */
+const identity = <A, E>(effect: Effect.Effect<A, E>) => effect
+
+/** User code run under an object's lock: it gets a private cell of the object's state to change. */
+export type Body<A> = (inst: Instance, cell: Cell) => Effect.Effect<A, unknown, unknown>
+
+/** One run of user code under an object's lock, from its start to its end (`finish`). */
+interface CallRun {
+  readonly inst: Instance
+  /** The handler's name, or what else runs (`alarm:…`, `scheduleAlarm:…`), for errors and metrics. */
+  readonly label: string
+  readonly caller: Context.Context<never>
+  /** The epoch of the copy the run started on: if it changes, what the run saw was dropped. */
+  readonly epoch: number
+  readonly cell: Cell
+}
+
+/** What a call reads from its caller's context, resolved once per context. */
+interface CallerInfo {
+  readonly context: Context.Context<never>
+  readonly chain: ReadonlyArray<string>
+  /** A small context of the metric registry and attributes (cheaper for metric updates to read). */
+  readonly metrics: Context.Context<never>
+  readonly refused: StorageError | undefined
+}
+
+/** Marks a run that found its object stopped: it starts over with the registry's current instance. */
+const RETRY: unique symbol = Symbol.for("@durable-object/core/internal/call/retry")
+
+/** The call path of one object type. */
+export interface Calls {
+  /** A call from `fiber` to handler `name` of object `id` with `input` (encoded when `encoded`). */
+  readonly callFrom: (
+    fiber: Fiber.Fiber<unknown, unknown>,
+    id: string,
+    name: string,
+    input: unknown,
+    encoded: boolean
+  ) => Effect.Effect<unknown, unknown>
+  /**
+   * Runs `body` in the object's serial context on the general path: waits in its mailbox (at most `capacity`
+   * waiting), activates or wakes it, runs `body` under the call timeout, and finishes like any call.
+   */
+  readonly exclusive: <A>(
+    id: string,
+    label: string,
+    capacity: number,
+    chain: ReadonlyArray<string>,
+    body: Body<A>
+  ) => Effect.Effect<A, unknown>
+  /** Interrupts every run that is suspended under a lock (the graceful stop's last resort). */
+  readonly interruptRunning: Effect.Effect<void>
+}
+
+export const make = (deps: {
+  readonly def: DefinitionSpec
+  readonly registry: Registry
+  readonly commits: Commits
+  readonly own: OwnStorage
+  readonly user: UserCode
+  readonly clock: Clock.Clock
+  readonly makeContext: (id: string, cell: Cell) => ObjectContext<unknown, any>
+  /** Activates an unloaded instance, with the lock held. */
+  readonly activate: (inst: Instance, chain: ReadonlyArray<string>) => Effect.Effect<void, unknown>
+}): Calls => {
+  const { activate, clock, commits, def, makeContext, own, registry, user } = deps
+  const objectType = def.name
+  const options = def.options
+  const timed = Number.isFinite(options.callTimeoutMillis)
+  const deadlines = registry.deadlines
+  const maxPendingCommits = Math.max(1, options.mailboxCapacity)
+
+  const prepared = new Map<string, Prepared>()
+  for (const [name, spec] of Object.entries(def.handlers)) prepared.set(name, prepare(objectType, name, spec))
+  const handlerNames = Array.from(prepared.keys())
+  // Runs that suspended under a lock (only those can hold one for long).
+  const suspended = new Set<Fiber.Fiber<unknown, unknown>>()
+
+  const overloaded = (inst: Instance) => () =>
+    new ObjectOverloaded({ objectType, objectId: inst.id, mailboxCapacity: options.mailboxCapacity })
+
+  const callTimeout = (inst: Instance, handler: string) =>
+    new CallTimeout({ objectType, objectId: inst.id, handler, timeoutMillis: options.callTimeoutMillis })
+
+  /** Bounds `effect` by what is left until `deadline`. */
+  const withTimeout = <A, E>(inst: Instance, label: string, effect: Effect.Effect<A, E>, deadline: number) =>
+    timed
+      ? Effect.timeoutOrElse(effect, {
+        duration: Math.max(0, deadline - clock.currentTimeMillisUnsafe()),
+        orElse: () => Effect.fail(callTimeout(inst, label))
+      })
+      : effect
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Running and finishing
+  // ---------------------------------------------------------------------------------------------------------
+
+  /**
+   * With the lock held (and the object active): stages what a successful run left, releases the lock, and
+   * returns the reply, or the wait for the commit it depends on (which the caller may abandon: nothing else
+   * hangs on it).
+   */
+  const succeed = (run: CallRun, reply: unknown): Effect.Effect<unknown, unknown> => {
+    const { cell, epoch, inst } = run
+    if (
+      cell.state === inst.state && cell.alarms === undefined && cell.fired === undefined &&
+      inst.epoch === epoch && inst.status === "active"
+    ) {
+      // Nothing changed: the reply only waits for the commits whose state it saw.
+      registry.release(inst)
+      const pending = inst.commits
+      return pending.length === 0 ? Exit.succeed(reply) : Effect.as(awaitGroup(pending[pending.length - 1]!), reply)
+    }
+    const staged = inst.epoch !== epoch || inst.status !== "active"
+      // An earlier commit failed while this ran: the state it saw was speculative and is gone.
+      ? Exit.fail(
+        inst.rollback?.epoch === epoch
+          ? inst.rollback.error
+          : new StorageError({ operation: "commit", detail: "the object was reloaded while the call ran" })
+      )
+      : commits.stage(inst, run.label, cell, run.caller)
+    registry.release(inst)
+    if (inst.status !== "active") registry.reportLoadedUnsafe(run.caller)
+    if (staged === undefined) return Exit.succeed(reply)
+    if (Exit.isExit(staged)) return staged
+    return Effect.as(awaitGroup(staged), reply)
+  }
+
+  /** Ends a run that finished with `exit`: the one way every run ends. */
+  const finish = (run: CallRun, exit: Exit.Exit<unknown, unknown>): Effect.Effect<unknown, unknown> => {
+    if (Exit.isSuccess(exit)) return succeed(run, exit.value)
+    registry.release(run.inst)
+    return user.failure(run.inst.id, run.label, exit.cause)
+  }
+
+  /**
+   * Waits for user code that suspended. The end of its fiber, not the caller, finishes the run, so the lock is
+   * released exactly once whatever happens to the caller. Interrupting the caller interrupts the run and waits
+   * for it to stop; at the deadline the run is interrupted and the call fails with `CallTimeout`. Neither writes
+   * anything.
+   */
+  const awaitRun = (
+    run: CallRun,
+    child: Fiber.Fiber<unknown, unknown>,
+    deadline: number
+  ): Effect.Effect<unknown, unknown> => {
+    let outcome: Effect.Effect<unknown, unknown> | undefined
+    let waiting: ((effect: Effect.Effect<unknown, unknown>) => void) | undefined
+    let timedOut = false
+    let abandoned = false
+    const entry: Mailbox.Deadline | undefined = deadlines === undefined ? undefined : {
+      deadline,
+      onExpire: () => {
+        timedOut = true
+        child.interruptUnsafe()
+      },
+      deadlinePrev: undefined,
+      deadlineNext: undefined,
+      deadlineListed: false
+    }
+    if (entry !== undefined) deadlines!.insert(entry)
+    child.addObserver((exit) => {
+      if (entry !== undefined) deadlines!.remove(entry)
+      let result: Effect.Effect<unknown, unknown>
+      if (timedOut || abandoned) {
+        // The call failed (or went away), not the user code: nothing is staged, and it is no defect.
+        registry.release(run.inst)
+        result = timedOut ? Exit.fail(callTimeout(run.inst, run.label)) : exit
+      } else {
+        result = finish(run, exit)
+      }
+      if (waiting === undefined) outcome = result
+      else waiting(result)
+    })
+    return Effect.callback<unknown, unknown>((resume) => {
+      if (outcome !== undefined) return resume(outcome)
+      waiting = resume
+      return Effect.suspend(() => {
+        abandoned = true
+        return Fiber.interrupt(child)
+      })
+    })
+  }
+
+  /**
+   * Runs `body` holding the lock of `inst` (active), in a fiber of its own started on the spot with the caller's
+   * context (plus the declared services and the call chain): a body that finishes without suspending (the usual
+   * case) finishes the run in this same synchronous step, with no timer; one that suspends can be timed out and
+   * interrupted alone. `restore` makes the wait interruptible on paths that run uninterruptibly.
+   */
+  const runLocked = (
+    caller: Context.Context<never>,
+    inst: Instance,
+    label: string,
+    chain: ReadonlyArray<string>,
+    deadline: number,
+    body: Body<unknown>,
+    restore: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E>
+  ): Effect.Effect<unknown, unknown> => {
+    const run: CallRun = { inst, label, caller, epoch: inst.epoch, cell: makeCell(inst.state) }
+    // User code's requirements are in the context it runs with (its caller's and the declared services).
+    const child = Effect.runForkWith(user.context(caller, inst, chain))(
+      Effect.suspend(() => body(inst, run.cell)) as Effect.Effect<unknown, unknown>
+    )
+    const exit = child.pollUnsafe()
+    if (exit === undefined) {
+      suspended.add(child)
+      child.addObserver(() => suspended.delete(child))
+      return restore(awaitRun(run, child, deadline))
+    }
+    const result = finish(run, exit)
+    return Exit.isExit(result) ? result : restore(result)
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Reaching the lock
+  // ---------------------------------------------------------------------------------------------------------
+
+  /** With the lock held: makes `inst` active (activating or waking it) with room for another commit. */
+  const ready = (inst: Instance, chain: ReadonlyArray<string>): Effect.Effect<typeof RETRY | undefined, unknown> =>
+    Effect.suspend(() => {
+      if (inst.status === "stopped") return Effect.succeed(RETRY)
+      const loaded = inst.status === "unloaded"
+        ? activate(inst, chain)
+        : inst.status === "hibernated"
+        ? registry.wake(inst)
+        : Effect.void
+      return Effect.andThen(loaded, () => {
+        // Bound the speculation: past this many pending commits, wait for them first (a failed one unloads
+        // the object, which is then made ready again).
+        if (inst.commits.length < maxPendingCommits) return Effect.succeed(undefined)
+        return Effect.andThen(commits.quiesce(inst), ready(inst, chain))
+      })
+    })
+
+  const exclusive = <A>(
+    id: string,
+    label: string,
+    capacity: number,
+    chain: ReadonlyArray<string>,
+    body: Body<A>,
+    held?: { readonly inst: Instance; readonly deadline: number }
+  ): Effect.Effect<A, unknown> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.withFiber((fiber) => {
+        const caller = fiber.context
+        const attempt = (holding: typeof held): Effect.Effect<unknown, unknown> => {
+          let inst: Instance
+          let deadline: number
+          let ticket: Mailbox.Ticket | undefined
+          let prepared: Effect.Effect<typeof RETRY | undefined, unknown>
+          if (holding !== undefined) {
+            inst = holding.inst
+            deadline = holding.deadline
+            prepared = ready(inst, chain)
+          } else {
+            if (registry.closing) return Exit.fail(new RuntimeShutdown({ objectType }))
+            const refused = own.refuse(caller)
+            if (refused !== undefined) return Exit.fail(refused)
+            inst = registry.instanceFor(id)
+            deadline = clock.currentTimeMillisUnsafe() + options.callTimeoutMillis
+            const waiting = Mailbox.makeTicket()
+            ticket = waiting
+            prepared = Effect.andThen(Mailbox.acquire(inst, waiting, capacity, overloaded(inst)), ready(inst, chain))
+          }
+          return Effect.flatMap(Effect.exit(restore(withTimeout(inst, label, prepared, deadline))), (ready) => {
+            // Failed while waiting in line: the lock was never ours.
+            if (ticket !== undefined && !ticket.granted) return ready
+            if (Exit.isFailure(ready)) {
+              registry.release(inst)
+              return inst.status === "active" ? ready : Effect.andThen(registry.reportLoaded, ready)
+            }
+            if (ready.value === RETRY) {
+              registry.release(inst)
+              return attempt(undefined)
+            }
+            return runLocked(caller, inst, label, chain, deadline, body as Body<unknown>, restore)
+          })
+        }
+        return attempt(held) as Effect.Effect<A, unknown>
+      })
+    )
+
+  /**
+   * Waits in the mailbox of `inst` (active when the call arrived) behind the call holding it, until
+   * `deadline` (through the runtime's one deadline timer). Once the lock is handed over, the call runs like
+   * one that found it free, unless the object changed meanwhile (then it takes the general path, keeping the
+   * lock).
+   */
+  const queue = (
+    fiber: Fiber.Fiber<unknown, unknown>,
+    inst: Instance,
+    label: string,
+    chain: ReadonlyArray<string>,
+    deadline: number,
+    body: Body<unknown>
+  ): Effect.Effect<unknown, unknown> => {
+    const ticket = Mailbox.makeTicket()
+    ticket.deadline = deadline
+    return Mailbox.wait(
+      inst,
+      ticket,
+      fiber,
+      Effect.withFiber((fiber) =>
+        inst.status === "active" && inst.commits.length < maxPendingCommits
+          ? runLocked(fiber.context, inst, label, chain, deadline, body, identity)
+          : exclusive(inst.id, label, options.mailboxCapacity, chain, body, { inst, deadline })
+      ),
+      deadlines === undefined ? undefined : () => Exit.fail(callTimeout(inst, label)),
+      () => registry.release(inst),
+      deadlines
+    )
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Calls
+  // ---------------------------------------------------------------------------------------------------------
+
+  // Callers mostly share a context (per request, or per process), so what a call reads from its caller's is
+  // resolved once per context. Only the last one is kept, and weakly: a finished request's context (its
+  // services, a closed transaction's connection) is never retained by the runtime.
+  let lastCaller: WeakRef<CallerInfo> | undefined
+  const resolveCaller = (context: Context.Context<never>): CallerInfo => {
+    const last = lastCaller?.deref()
+    if (last !== undefined && last.context === context) return last
+    const info: CallerInfo = {
+      context,
+      chain: Context.get(context, CallChain),
+      metrics: metricContext(context),
+      refused: own.refuse(context)
+    }
+    lastCaller = new WeakRef(info)
+    return info
+  }
+
+  /** Records a call's outcome and duration. */
+  const record = (handler: Prepared, caller: CallerInfo, start: number, exit: Exit.Exit<unknown, unknown>) => {
+    handler.outcomes[outcomeOf(exit)].updateUnsafe(1, caller.metrics)
+    handler.duration.updateUnsafe(clock.currentTimeMillisUnsafe() - start, caller.metrics)
+  }
+
+  /** A call made from `fiber`, once its handler, id and payload are known to be valid. */
+  const execute = (
+    fiber: Fiber.Fiber<unknown, unknown>,
+    caller: CallerInfo,
+    id: string,
+    inst: Instance | undefined,
+    handler: Prepared,
+    payload: unknown,
+    start: number
+  ): Effect.Effect<unknown, unknown> => {
+    if (caller.refused !== undefined) return Exit.fail(caller.refused)
+    const chain = caller.chain
+    const reentrant = user.reentrant(chain, inst?.chainKey ?? `${objectType}/${id}`, id, handler.name)
+    if (reentrant !== undefined) return Exit.fail(reentrant)
+    const body: Body<unknown> = (inst, cell) => handler.spec.handle(payload, makeContext(inst.id, cell))
+    if (
+      registry.closing || inst === undefined || inst.status !== "active" || inst.commits.length >= maxPendingCommits
+    ) {
+      return exclusive(id, handler.name, options.mailboxCapacity, chain, body)
+    }
+    const deadline = start + options.callTimeoutMillis
+    if (Mailbox.tryAcquire(inst)) return runLocked(fiber.context, inst, handler.name, chain, deadline, body, identity)
+    if (Mailbox.waiting(inst) >= options.mailboxCapacity) return Exit.fail(overloaded(inst)())
+    return queue(fiber, inst, handler.name, chain, deadline, body)
+  }
+
+  /** `execute` with its outcome and duration recorded (synchronously when it settles at once). */
+  const measured = (
+    fiber: Fiber.Fiber<unknown, unknown>,
+    id: string,
+    inst: Instance | undefined,
+    handler: Prepared,
+    payload: unknown
+  ): Effect.Effect<unknown, unknown> => {
+    const caller = resolveCaller(fiber.context)
+    const start = clock.currentTimeMillisUnsafe()
+    // Whatever this step releases was last active now (one clock read fewer per call).
+    const outerStep = registry.stepTime
+    registry.stepTime = start
+    const result = execute(fiber, caller, id, inst, handler, payload, start)
+    registry.stepTime = outerStep
+    if (Exit.isExit(result)) {
+      record(handler, caller, start, result)
+      return result
+    }
+    return Effect.onExit(result, (exit) => {
+      record(handler, caller, start, exit)
+      return Effect.void
+    })
+  }
+
+  /**
+   * A call from `fiber`. Spans are only made when a tracer that can export them is installed: with Effect's
+   * default in-memory tracer nobody can see them, and they would cost more than the call.
+   */
+  const callFrom: Calls["callFrom"] = (fiber, id, name, input, encoded) => {
+    const handler = prepared.get(name)
+    if (handler === undefined) {
+      return Exit.fail(new UnknownHandler({ objectType, handler: String(name), known: handlerNames }))
+    }
+    // A loaded object's id was checked when it was loaded.
+    const inst = registry.objects.get(id)
+    if (inst === undefined) {
+      const idError = checkId(objectType, id)
+      if (idError !== undefined) return Exit.fail(idError)
+    }
+    let payload: unknown = undefined
+    const decode = encoded ? handler.decodeEncoded : handler.validate
+    if (decode !== undefined) {
+      const decoded = decode(input)
+      if (Exit.isFailure(decoded)) {
+        const error = Cause.findError(decoded.cause)
+        return Exit.fail(
+          new InvalidPayload({
+            objectType,
+            handler: name,
+            issue: error._tag === "Success" ? error.success.message : Cause.pretty(decoded.cause)
+          })
+        )
+      }
+      payload = decoded.value
+    }
+    const call = tracing(fiber)
+      ? Effect.withSpan(
+        Effect.withFiber((fiber) => measured(fiber, id, registry.objects.get(id), handler, payload)),
+        Telemetry.spanCall,
+        { attributes: { ...handler.attributes, [Telemetry.attributes.objectId]: id }, captureStackTrace: false }
+      )
+      : measured(fiber, id, inst, handler, payload)
+    if (!encoded || handler.encodeSuccess === undefined) return call
+    const encodeSuccess = handler.encodeSuccess
+    return Effect.flatMap(call, (reply) => {
+      const out = encodeSuccess(reply)
+      return Exit.isSuccess(out) ? Exit.succeed(out.value) : Effect.die(out.cause)
+    })
+  }
+
+  return {
+    callFrom,
+    exclusive,
+    interruptRunning: Effect.suspend(() => Fiber.interruptAll(Array.from(suspended)))
+  }
+}

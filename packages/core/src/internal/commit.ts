@@ -1,0 +1,249 @@
+/**
+ * Commits: staging what a run left as a commit of its object, coalescing queued changes, draining them to
+ * storage in order, and settling the runs that wait on them (the output gate).
+ *
+ * It also owns the rule of which context storage work runs in: **always the runtime's own, captured when its
+ * layer was built, never a caller's.** A caller's context can hold an SQL transaction, whose rollback would take
+ * an acknowledged write with it, or a connection that a commit would then wait for. Only the caller's span
+ * crosses over, so storage spans stay children of the call's span. User code still runs with its caller's
+ * context (see `userCode.ts`).
+ *
+ * @internal
+ */
+import { Cause, Context, Effect, Exit, Fiber, Tracer } from "effect"
+import { HandlerDefect, StorageError } from "../Errors.ts"
+import type { Cell } from "./context.ts"
+import { type CommitError, type CommitGroup, type Instance, type Registry } from "./instance.ts"
+import type { SchedulerService, StorageService } from "./records.ts"
+
+/** Settles `group` with `exit`, releasing everyone waiting on it. */
+const settle = (group: CommitGroup, exit: Exit.Exit<void, CommitError>): void => {
+  group.exit = exit
+  for (const waiter of group.waiters) waiter(exit)
+  group.waiters.length = 0
+}
+
+/** Waits until `group` is durable (or failed). Leaving the wait early leaves the commit alone. */
+export const awaitGroup = (group: CommitGroup): Effect.Effect<void, CommitError> =>
+  group.exit !== undefined ? group.exit : Effect.callback<void, CommitError>((resume) => {
+    if (group.exit !== undefined) return resume(group.exit)
+    const waiter = (exit: Exit.Exit<void, CommitError>) => resume(exit)
+    group.waiters.push(waiter)
+    return Effect.sync(() => {
+      const index = group.waiters.indexOf(waiter)
+      if (index >= 0) group.waiters.splice(index, 1)
+    })
+  })
+
+/** Storage as the runtime uses it: every operation in the runtime's own context (see the module's comment). */
+export interface OwnStorage {
+  /** The context storage work started from a caller with `caller` runs in. */
+  readonly context: (caller: Context.Context<never>) => Context.Context<never>
+  /** Why the storage cannot serve a caller with this context (see `StorageService.refuseCaller`). */
+  readonly refuse: (caller: Context.Context<never>) => StorageError | undefined
+  readonly load: StorageService["load"]
+  readonly commit: StorageService["commit"]
+  readonly listAlarms: StorageService["listAlarms"]
+  readonly releaseAlarm: StorageService["releaseAlarm"]
+}
+
+/** `storage` with its work moved into `own`, the runtime's context. */
+export const ownStorage = (storage: StorageService, own: Context.Context<never>): OwnStorage => {
+  const context = (caller: Context.Context<never>): Context.Context<never> => {
+    const parent = Context.getOption(caller, Tracer.ParentSpan)
+    return parent._tag === "Some" ? Context.add(own, Tracer.ParentSpan, parent.value) : own
+  }
+  const refuseCaller = storage.refuseCaller
+  const refuse = (caller: Context.Context<never>) => refuseCaller === undefined ? undefined : refuseCaller(caller)
+  const inOwn = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | StorageError> =>
+    Effect.withFiber((fiber) => {
+      const refused = refuse(fiber.context)
+      return refused !== undefined
+        ? Effect.fail(refused)
+        : Effect.updateContext(effect as Effect.Effect<A, E | StorageError>, () => context(fiber.context))
+    })
+  return {
+    context,
+    refuse,
+    load: (objectType, objectId) => inOwn(storage.load(objectType, objectId)),
+    commit: (write) => inOwn(storage.commit(write)),
+    listAlarms: (objectType, objectId) => inOwn(storage.listAlarms(objectType, objectId)),
+    releaseAlarm: (release) => inOwn(storage.releaseAlarm(release))
+  }
+}
+
+/** The commit pipeline of one object type. */
+export interface Commits {
+  /**
+   * Stages what user code left in `cell` (state and alarm changes, the removal of a fired alarm) as a commit of
+   * `inst`, applying it to the in-memory copy ahead of storage, and returns the group to wait for (`undefined`
+   * when nothing changed and nothing is pending), or the failure. One synchronous step, run with the lock held;
+   * a new drain starts on its own (not through an effect the caller might never run once interrupted).
+   */
+  readonly stage: (
+    inst: Instance,
+    handler: string,
+    cell: Cell,
+    caller: Context.Context<never>
+  ) => CommitGroup | undefined | Exit.Exit<never, HandlerDefect>
+  /** Stages `cell` and waits until it is durable: for hooks and administrative writes. */
+  readonly commitCell: (inst: Instance, handler: string, cell: Cell) => Effect.Effect<void, CommitError | HandlerDefect>
+  /** Waits for the commits of `inst` in flight or queued, however they end (their callers learn how). */
+  readonly quiesce: (inst: Instance) => Effect.Effect<void>
+  /** Interrupts the drains in flight (when the runtime's scope closes). */
+  readonly interruptDrains: Effect.Effect<void>
+}
+
+export const make = (deps: {
+  readonly objectType: string
+  readonly registry: Registry
+  readonly storage: StorageService
+  readonly own: OwnStorage
+  readonly scheduler: SchedulerService
+}): Commits => {
+  const { objectType, own, registry, scheduler, storage } = deps
+  const codec = registry.codec
+  const drains = new Set<Fiber.Fiber<void>>()
+
+  /**
+   * Commits the head group of `inst` and then the next ones, in order. A failed commit fails its group and
+   * every later one (they were built on its speculative state), and drops the in-memory copy: the outcome of a
+   * commit that did not answer is unknown, so the next call reloads the truth. Runs in a fiber of its own whose
+   * context is `context`, the runtime's; a group created by another caller carries its own span.
+   */
+  const drain = (inst: Instance, token: object, context: Context.Context<never>): Effect.Effect<void> => {
+    const epoch = inst.epoch
+    const next = (): Effect.Effect<void> => {
+      const group = inst.commits[0]
+      if (group === undefined) return Effect.void
+      if (inst.epoch !== epoch) {
+        // The copy these commits were built on was dropped: none of them may reach storage.
+        const error = new StorageError({ operation: "commit", detail: "the object was reloaded before this commit" })
+        for (const stale of registry.dropStale(inst)) settle(stale, Exit.fail(error))
+        return Effect.void
+      }
+      group.started = true
+      const commit = storage.commit({
+        objectType,
+        objectId: inst.id,
+        expectedVersion: inst.version,
+        state: group.json,
+        alarms: group.alarms
+      })
+      const committed = group.context === context
+        ? commit
+        : Effect.updateContext(commit, (_: Context.Context<never>) => group.context)
+      return Effect.flatMap(Effect.exit(committed), (exit) => {
+        if (Exit.isSuccess(exit)) {
+          registry.committed(inst, exit.value)
+          if (group.wakeAt !== undefined) scheduler.wake(group.wakeAt)
+          settle(group, Exit.void)
+          return next()
+        }
+        const error = Cause.findError(exit.cause)
+        const failed = registry.rollBack(
+          inst,
+          error._tag === "Success"
+            ? error.success
+            : new StorageError({ operation: "commit", detail: Cause.pretty(exit.cause) })
+        )
+        for (const g of failed) settle(g, exit)
+        return registry.reportLoaded
+      })
+    }
+    return Effect.onExit(next(), (exit) =>
+      Effect.sync(() => {
+        // Settling waiters may have started the next drain already; leave that one alone.
+        if (!registry.endDrain(inst, token)) return
+        if (Exit.isSuccess(exit) || !Cause.hasInterrupts(exit.cause)) return
+        // Stopped mid-commit (the runtime is going away): nobody can know the outcome any more.
+        const error = new StorageError({ operation: "commit", detail: "interrupted; the outcome is unknown" })
+        for (const g of registry.abandon(inst)) settle(g, Exit.fail(error))
+      }))
+  }
+
+  const startDrain = (inst: Instance, token: object, context: Context.Context<never>) => {
+    // The drain starts in the next scheduler turn, so the writes staged in this one reach storage together
+    // (started on the spot, they went one by one: fewer coalesced on SQLite). A fiber of its own rather than
+    // one forked into the runtime scope: no launcher fiber, no scope bookkeeping.
+    const fiber = Effect.runForkWith(context)(
+      Effect.andThen(Effect.yieldNow, Effect.suspend(() => drain(inst, token, context)))
+    )
+    if (fiber.pollUnsafe() === undefined) {
+      drains.add(fiber)
+      fiber.addObserver(() => drains.delete(fiber))
+    }
+  }
+
+  const stage: Commits["stage"] = (inst, handler, cell, caller) => {
+    const ops = cell.alarms
+    const alarmChanges = cell.fired !== undefined ||
+      (ops !== undefined && (ops.removeAll || ops.remove.size > 0 || ops.put.size > 0))
+    let json = inst.json
+    let stateChanged = false
+    if (cell.state !== inst.state) {
+      const encoded = codec.encode(cell.state)
+      if (Exit.isFailure(encoded)) {
+        return Exit.fail(
+          new HandlerDefect({
+            objectType,
+            objectId: inst.id,
+            handler,
+            defect: encoded.cause,
+            pretty: `the new state does not encode with the state schema: ${Cause.pretty(encoded.cause)}`
+          })
+        )
+      }
+      // A new state object with the same encoding is no change to store.
+      if (encoded.value !== inst.json) {
+        json = encoded.value
+        stateChanged = true
+      }
+    }
+    const commits = inst.commits
+    const last = commits.length === 0 ? undefined : commits[commits.length - 1]
+    registry.stage(inst, cell.state, json)
+    if (!stateChanged && !alarmChanges) return last
+    if (!alarmChanges && last !== undefined && !last.started && last.alarms === undefined) {
+      last.json = json
+      return last
+    }
+    let wakeAt: number | undefined
+    const puts = ops === undefined ? [] : Array.from(ops.put.values())
+    for (const put of puts) if (wakeAt === undefined || put.fireAt < wakeAt) wakeAt = put.fireAt
+    const group: CommitGroup = {
+      json,
+      alarms: alarmChanges
+        ? {
+          fired: cell.fired === undefined ? undefined : { name: cell.fired.name, claim: cell.fired.claim },
+          removeAll: ops?.removeAll ?? false,
+          remove: ops === undefined ? [] : Array.from(ops.remove),
+          put: puts
+        }
+        : undefined,
+      waiters: [],
+      exit: undefined,
+      started: false,
+      wakeAt,
+      context: own.context(caller)
+    }
+    const token = registry.enqueue(inst, group)
+    if (token !== undefined) startDrain(inst, token, group.context)
+    return group
+  }
+
+  return {
+    stage,
+    commitCell: (inst, handler, cell) =>
+      Effect.withFiber((fiber): Effect.Effect<void, CommitError | HandlerDefect> => {
+        const staged = stage(inst, handler, cell, fiber.context)
+        if (staged === undefined) return Effect.void
+        return Exit.isExit(staged) ? staged : awaitGroup(staged)
+      }),
+    quiesce: (inst) => {
+      const last = inst.commits.at(-1)
+      return last === undefined ? Effect.void : Effect.ignore(awaitGroup(last))
+    },
+    interruptDrains: Effect.suspend(() => Fiber.interruptAll(Array.from(drains)))
+  }
+}

@@ -1,0 +1,201 @@
+/**
+ * The shapes storage and the runtime exchange: stored objects and alarms, write sets, claims, and the service
+ * interfaces of a storage and of its alarm scheduler. A leaf module: `Storage.ts` re-exports the public ones,
+ * and the scheduler and the memory backend use them without importing the public module that composes them.
+ *
+ * @internal
+ */
+import type { Context, Duration, Effect, Scope } from "effect"
+import type { AlarmClaimLost, StorageError, VersionConflict } from "../Errors.ts"
+
+/**
+ * An object's committed state as stored: the state schema's encoded form as JSON text, and its version
+ * (1 after the first commit, plus one per commit).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoredObject {
+  readonly state: string
+  readonly version: number
+}
+
+/**
+ * An alarm to schedule (or replace, by name). `fireAt` is in epoch milliseconds; `payload` is the alarm
+ * payload schema's encoded form as JSON text (`"null"` when the alarm has none); `cron`, for a recurring
+ * alarm, is its schedule as JSON text (`{"expression": …, "timeZone": …}`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AlarmPut {
+  readonly name: string
+  readonly fireAt: number
+  readonly payload: string
+  readonly cron: string | null
+}
+
+/**
+ * A durable alarm as stored.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AlarmRecord extends AlarmPut {
+  /** How many times the alarm has been claimed to fire since it was scheduled (0 for a fresh alarm). */
+  readonly attempts: number
+  /** When the alarm gave up after its last retry (epoch ms), or `null`. A failed alarm does not fire again. */
+  readonly failedAt: number | null
+  /** The last handler failure, rendered, or `null`. */
+  readonly lastError: string | null
+}
+
+/**
+ * An alarm claimed by one scheduler to fire: nobody else fires it until `claim` is released or its lease
+ * expires.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClaimedAlarm extends AlarmRecord {
+  readonly objectType: string
+  readonly objectId: string
+  /** The claim token; the commit of the alarm's effect and any release must present it. */
+  readonly claim: string
+}
+
+/**
+ * Everything one handler (or hook) changed, committed atomically.
+ *
+ * - `expectedVersion` is the version the changes were computed from (0: the object had no stored row).
+ * - `state` is the new state as JSON text, or `null` to delete the object together with all its alarms.
+ * - `alarms` are replaced by name (`put`) or removed by name (`remove`), after `removeAll` when set.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface WriteSet {
+  readonly objectType: string
+  readonly objectId: string
+  readonly expectedVersion: number
+  readonly state: string | null
+  readonly alarms?: AlarmChanges | undefined
+}
+
+/**
+ * Alarm changes inside a {@link WriteSet}, applied in this order: `fired` (the alarm whose handler produced
+ * the write set is removed, and the whole write set fails with `AlarmClaimLost` unless the claim still
+ * holds), `removeAll`, `remove`, `put`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AlarmChanges {
+  readonly fired?: { readonly name: string; readonly claim: string } | undefined
+  readonly removeAll: boolean
+  readonly remove: ReadonlyArray<string>
+  readonly put: ReadonlyArray<AlarmPut>
+}
+
+/**
+ * What to do with a claimed alarm whose handler did not commit: fire it again at `retryAt`, or (with
+ * `retryAt: null`) mark it failed. Either way the claim is released.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AlarmRelease {
+  readonly objectType: string
+  readonly objectId: string
+  readonly name: string
+  readonly claim: string
+  readonly retryAt: number | null
+  readonly error: string | null
+  readonly now: number
+}
+
+/**
+ * Which due alarms to claim: those of `objectTypes` with `fireAt <= now`, not failed, not claimed (or whose
+ * claim expired), earliest first, at most `limit`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClaimRequest {
+  readonly objectTypes: ReadonlyArray<string>
+  readonly now: number
+  readonly claim: string
+  readonly leaseMillis: number
+  readonly limit: number
+}
+
+/**
+ * What a storage provides (see `Storage.Storage` for the guarantees every implementation gives).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StorageService {
+  /** The committed state of an object, or `undefined` when it has never been written (or was deleted). */
+  readonly load: (objectType: string, objectId: string) => Effect.Effect<StoredObject | undefined, StorageError>
+  /** Commits a write set atomically under version fencing (and alarm claim checks); returns the new version. */
+  readonly commit: (write: WriteSet) => Effect.Effect<number, StorageError | VersionConflict | AlarmClaimLost>
+  /** The alarms of one object, earliest first (failed ones included). */
+  readonly listAlarms: (
+    objectType: string,
+    objectId: string
+  ) => Effect.Effect<ReadonlyArray<AlarmRecord>, StorageError>
+  /**
+   * Atomically claims due alarms (see {@link ClaimRequest}), incrementing their `attempts`. Two schedulers
+   * never hold a claim on the same alarm at once.
+   */
+  readonly claimDueAlarms: (request: ClaimRequest) => Effect.Effect<ReadonlyArray<ClaimedAlarm>, StorageError>
+  /**
+   * The earliest time at which an alarm of `objectTypes` becomes claimable (its fire time, or the expiry of
+   * the claim on it), or `undefined` when there is none.
+   */
+  readonly nextAlarmAt: (objectTypes: ReadonlyArray<string>) => Effect.Effect<number | undefined, StorageError>
+  /** Releases a claim for a retry or as failed; `false` when the claim no longer holds (nothing changed). */
+  readonly releaseAlarm: (release: AlarmRelease) => Effect.Effect<boolean, StorageError>
+  /**
+   * Optional: calls `onAlarm(fireAt)` whenever any process commits an alarm, for as long as the scope lasts,
+   * so schedulers wake before their next poll (PostgreSQL: LISTEN/NOTIFY). Without it, alarms written by
+   * other processes are found by polling.
+   */
+  readonly watchAlarms?:
+    | ((onAlarm: (fireAt: number) => void) => Effect.Effect<void, never, Scope.Scope>)
+    | undefined
+  /**
+   * Optional: why this storage cannot serve a call made with the caller's context `caller`, or `undefined`
+   * when it can. The runtime never runs storage work in its caller's context, so a caller holding the
+   * storage's only connection (a transaction on the same SQLite database) would wait for itself forever; the
+   * storage refuses such calls with a {@link StorageError} instead.
+   */
+  readonly refuseCaller?: ((caller: Context.Context<never>) => StorageError | undefined) | undefined
+}
+
+/** Options of the alarm scheduler. */
+export interface SchedulerOptions {
+  /** How often storage is polled for alarms this process was not told about. Default 5 seconds. */
+  readonly pollInterval?: Duration.Input | undefined
+  /** How long a claim lasts before another scheduler may take the alarm over. Default 60 seconds. */
+  readonly leaseDuration?: Duration.Input | undefined
+  /**
+   * Alarms fired at once, across all objects. Default 256: the commits of alarms fired together share
+   * transactions, so a backlog of due alarms drains several times faster than with a few at a time.
+   */
+  readonly concurrency?: number | undefined
+  /** Alarms claimed per storage round trip. Default 256. */
+  readonly batchSize?: number | undefined
+}
+
+/** What the alarm scheduler of a storage provides. */
+export interface SchedulerService {
+  /** Registers an object type's alarm handler for the life of the current scope. */
+  readonly register: (
+    objectType: string,
+    fire: (alarm: ClaimedAlarm) => Effect.Effect<void>
+  ) => Effect.Effect<void, never, Scope.Scope>
+  /** Tells the scheduler an alarm was scheduled at `fireAt` in this process, so it wakes in time for it. */
+  readonly wake: (fireAt: number) => void
+}
