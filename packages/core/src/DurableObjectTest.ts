@@ -47,9 +47,15 @@ type ServicesOf<D> = D extends Definition<any, any, any, any, any, infer R, any>
 export const layer = <const Defs extends ReadonlyArray<AnyDefinition>>(
   ...definitions: Defs
 ): Layer.Layer<RuntimeOf<Defs[number]> | Storage | Scheduler, never, ServicesOf<Defs[number]>> =>
-  Layer.mergeAll(...(definitions.map((d) => d.layer) as [Layer.Layer<any, never, any>])).pipe(
-    Layer.provideMerge(layerMemory)
-  ) as any
+  Layer.provideMerge(
+    // The runtimes' layers as one: what each provides and needs, which a variadic merge cannot spell out.
+    Layer.mergeAll(
+      ...(definitions.map((d) => d.layer) as unknown as [
+        Layer.Layer<RuntimeOf<Defs[number]>, never, ServicesOf<Defs[number]> | Storage | Scheduler>
+      ])
+    ),
+    layerMemory
+  )
 
 /**
  * What an object has persisted, decoded with its state schema; `undefined` when nothing is stored.
@@ -157,7 +163,12 @@ export const runHandler = <D extends AnyDefinition, K extends keyof NonNullable<
     options.id ?? "test",
     options.state,
     (ctx) => (definition.handlers[handler] as AnyHandler).handle(options.payload, ctx)
-  ) as any
+    // The handler's reply, error and services are what its schemas and declarations say.
+  ) as Effect.Effect<
+    HandlerRun<D["state"]["Type"], TypeOf<NonNullable<D["~types"]>["A"][K], void>>,
+    TypeOf<NonNullable<D["~types"]>["E"][K], never>,
+    ServicesOf<D>
+  >
 
 /**
  * Runs one alarm handler against a given state, as {@link runHandler} does for handlers (the original's
@@ -191,7 +202,7 @@ export const runAlarm = <D extends AnyDefinition, K extends keyof NonNullable<D[
             isRetry: (options.attempt ?? 1) > 1
           }
         }))
-  ) as any
+  ) as Effect.Effect<HandlerRun<D["state"]["Type"], void>, unknown, ServicesOf<D>>
 
 /**
  * A tracer that keeps every span it makes, for tests that check tracing: provide `layer`, run the code, then

@@ -520,7 +520,8 @@ export const make = (options?: Options): Effect.Effect<
         }
         if (Option.isSome(pg) && changes.put.length > 0) {
           // Delivered when the transaction commits, so other runtimes never wake for an alarm that is not there.
-          const earliest = Math.min(...changes.put.map((p) => p.fireAt))
+          let earliest = Infinity
+          for (const put of changes.put) if (put.fireAt < earliest) earliest = put.fireAt
           yield* sql`SELECT pg_notify(${channel}, ${String(earliest)})`
         }
         for (const alarm of changes.put) {

@@ -185,7 +185,8 @@ export const alarmLateness = Metric.histogram("durable_object_alarm_lateness_ms"
 })
 
 /**
- * Background work that failed where no caller could be told, by `object_type` and `operation`:
+ * Background work that failed where no caller could be told, by `operation` and (except for the scheduler's
+ * reads, which serve every object type on a storage) `object_type`:
  * `shutdown` (an idle shutdown or a graceful stop whose `onShutdown` or its commit failed: its changes were
  * not stored), `alarm_release` (a failed alarm's claim could not be released after retries: it fires again
  * when its lease expires), `alarm_claim` and `alarm_next` (the scheduler could not read due alarms; it backs

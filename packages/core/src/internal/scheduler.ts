@@ -9,7 +9,8 @@
  *
  * @internal
  */
-import { Cause, Clock, Duration, Effect, FiberSet, Latch, type Scope } from "effect"
+import { Cause, Clock, Duration, Effect, Exit, FiberSet, Latch, Metric, type Scope } from "effect"
+import * as Telemetry from "../Telemetry.ts"
 import type { ClaimedAlarm, SchedulerOptions, SchedulerService, StorageService } from "./records.ts"
 
 /** The longest the loop dispatches without yielding to the event loop. */
@@ -17,9 +18,23 @@ const sliceMillis = 4
 
 const randomId = (): string => globalThis.crypto.randomUUID()
 
-const logFailure = (what: string) => (cause: Cause.Cause<unknown>) =>
-  Effect.logWarning(`durable-object: alarm scheduler could not ${what}; retrying at the next poll`).pipe(
-    Effect.annotateLogs({ cause: Cause.pretty(cause) })
+/** The first wait after a failed read of due alarms; it doubles per failure in a row, up to the poll interval. */
+const backoffMillis = 100
+
+const readFailures = {
+  alarm_claim: Metric.withAttributes(Telemetry.backgroundFailures, { operation: "alarm_claim" }),
+  alarm_next: Metric.withAttributes(Telemetry.backgroundFailures, { operation: "alarm_next" })
+} satisfies Partial<Record<Telemetry.BackgroundOperation, Metric.Metric<number, unknown>>>
+
+/** A read of due alarms failed: counted (no caller can be told) and logged with its cause. */
+const readFailed = (operation: keyof typeof readFailures, retryMillis: number) => (cause: Cause.Cause<unknown>) =>
+  Effect.andThen(
+    Metric.update(readFailures[operation], 1),
+    Effect.logWarning(
+      `durable-object: alarm scheduler could not ${
+        operation === "alarm_claim" ? "claim due alarms" : "read the next alarm time"
+      }; retrying in ${retryMillis} ms`
+    ).pipe(Effect.annotateLogs({ cause: Cause.pretty(cause) }))
   )
 
 const logDied = (alarm: ClaimedAlarm) => (cause: Cause.Cause<unknown>) =>
@@ -52,6 +67,10 @@ export const make = (
     let claims = 0
     let inFlight = 0
     let sleeping = false
+    // Failed reads in a row: a storage that fails (a database down, a row it cannot read) is retried with
+    // backoff instead of at once, so the scheduler neither spins on it nor waits a whole poll to recover.
+    let failures = 0
+    const backoff = () => Math.min(pollMillis, backoffMillis * 2 ** Math.min(20, failures - 1))
     let sleepingUntil = 0
 
     const wake = (fireAt: number) => {
@@ -93,13 +112,21 @@ export const make = (
         }
         const objectTypes = Array.from(handlers.keys())
         const now = clock.currentTimeMillisUnsafe()
-        const claimed = yield* storage.claimDueAlarms({
+        const claim = yield* Effect.exit(storage.claimDueAlarms({
           objectTypes,
           now,
           claim: `${owner}:${++claims}`,
           leaseMillis,
           limit: batchSize
-        }).pipe(Effect.catchCause((cause) => Effect.as(logFailure("claim due alarms")(cause), [])))
+        }))
+        if (Exit.isFailure(claim)) {
+          failures++
+          const wait = backoff()
+          yield* readFailed("alarm_claim", wait)(claim.cause)
+          yield* Effect.sleep(wait)
+          continue
+        }
+        const claimed = claim.value
         let sliceStart = clock.currentTimeMillisUnsafe()
         for (const alarm of claimed.toSorted((a, b) => a.fireAt - b.fireAt)) {
           yield* dispatch(alarm)
@@ -112,9 +139,16 @@ export const make = (
           }
         }
         if (claimed.length >= batchSize) continue
-        const next = yield* storage.nextAlarmAt(objectTypes).pipe(
-          Effect.catchCause((cause) => Effect.as(logFailure("read the next alarm time")(cause), undefined))
-        )
+        const nextRead = yield* Effect.exit(storage.nextAlarmAt(objectTypes))
+        if (Exit.isFailure(nextRead)) {
+          failures++
+          const wait = backoff()
+          yield* readFailed("alarm_next", wait)(nextRead.cause)
+          yield* Effect.sleep(wait)
+          continue
+        }
+        failures = 0
+        const next = nextRead.value
         const after = clock.currentTimeMillisUnsafe()
         const until = Math.min(next ?? Infinity, after + pollMillis)
         if (until <= after && claimed.length > 0) continue
