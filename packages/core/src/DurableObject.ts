@@ -278,16 +278,16 @@ export const defineObject = <
       this[clientId] = id
     }
   }
-  // Callers mostly share a context: the runtime found in the last one is kept, and that context only weakly
-  // (a finished request's context is not retained).
-  let lastContext: WeakRef<Context.Context<never>> | undefined
-  let lastRuntime: ObjectRuntime<P, A, E, AP> | undefined
+  // Callers mostly share a context: the runtime found in one is kept for as long as that context lives (a
+  // finished request's context is not retained).
+  const runtimes = new WeakMap<Context.Context<never>, ObjectRuntime<P, A, E, AP>>()
   const runtimeIn = (context: Context.Context<never>): ObjectRuntime<P, A, E, AP> => {
-    if (lastRuntime === undefined || lastContext?.deref() !== context) {
-      lastRuntime = Context.getUnsafe(context, key)
-      lastContext = new WeakRef(context)
+    let found = runtimes.get(context)
+    if (found === undefined) {
+      found = Context.getUnsafe(context, key)
+      runtimes.set(context, found)
     }
-    return lastRuntime
+    return found
   }
   for (const name of Object.keys(handlers)) {
     Object.defineProperty(ClientImpl.prototype, name, {

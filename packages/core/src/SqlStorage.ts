@@ -296,8 +296,7 @@ const PgNotifications = Context.Service<{
 const isLogicalFailure = (cause: Cause.Cause<unknown>): boolean => {
   const error = Cause.findError(cause)
   if (error._tag !== "Success") return false
-  const tag = (error.success as { readonly _tag?: unknown })._tag
-  return tag === "VersionConflict" || tag === "AlarmClaimLost"
+  return error.success instanceof VersionConflict || error.success instanceof AlarmClaimLost
 }
 
 const hasAlarmChanges = (write: WriteSet): boolean => {
@@ -353,7 +352,7 @@ const durations: Record<Operation, Record<Outcome, ReturnType<typeof durationOf>
 const failureOutcome = (cause: Cause.Cause<{ readonly _tag: string }>): Outcome | undefined => {
   const error = Cause.findError(cause)
   if (error._tag !== "Success") return undefined
-  return error.success._tag === "VersionConflict" ? "conflict" : "error"
+  return error.success instanceof VersionConflict ? "conflict" : "error"
 }
 
 /**

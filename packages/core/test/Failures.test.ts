@@ -5,8 +5,10 @@
  */
 import { DurableObject, DurableObjectTest, Storage, Telemetry } from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Layer, Metric, Schema, Scope } from "effect"
+import { Context, Duration, Effect, Exit, Fiber, Layer, Metric, Schema, Scope } from "effect"
 import { TestClock } from "effect/testing"
+import { setFlagsFromString } from "node:v8"
+import { runInNewContext } from "node:vm"
 import { StorageError } from "../src/Errors.ts"
 import { Reminders } from "./fixtures.ts"
 
@@ -39,6 +41,35 @@ const Tracked = DurableObject.defineObject({
   onShutdown: (ctx) => ctx.state.update((s) => ({ ...s, stopped: true })),
   options: { hibernateAfter: "1 minute", shutdownAfter: "2 minutes", callTimeout: Duration.infinity }
 })
+
+/** A request-scoped service, as a caller's context might carry one. */
+class RequestScope extends Context.Service<RequestScope, { readonly payload: Array<number> }>()("test/RequestScope") {}
+
+class Greeting extends Context.Service<Greeting, { readonly text: string }>()("test/Greeting") {}
+
+/** An object whose handlers use a declared service: the runtime merges it into each caller's context. */
+const Greeter = DurableObject.defineObject({
+  name: "Greeter",
+  state: Schema.Struct({ n: Schema.Number }),
+  initialState: () => ({ n: 0 }),
+  services: [Greeting],
+  handlers: {
+    greet: {
+      success: Schema.String,
+      handle: (_, ctx) =>
+        Effect.flatMap(
+          Effect.service(Greeting),
+          (greeting) => ctx.state.modify((s) => [`${greeting.text} ${s.n + 1}`, { n: s.n + 1 }])
+        )
+    }
+  }
+})
+
+/** Node's garbage collector, callable from a test (exposed at run time). */
+const collectGarbage = (): () => void => {
+  setFlagsFromString("--expose-gc")
+  return runInNewContext("gc") as () => void
+}
 
 /** Memory storage whose commits fail while `failCommits` says so. */
 const flakyCommits = Effect.gen(function*() {
@@ -187,5 +218,35 @@ describe("failures without a caller", () => {
       yield* Fiber.join(closing)
       const exit = yield* Fiber.await(stuck)
       assert.isTrue(Exit.isFailure(exit), "the stuck call ended")
+    }))
+
+  it.live("a finished caller's context (its request-scoped services) is not kept alive by the runtime", () =>
+    Effect.gen(function*() {
+      const gc = collectGarbage()
+      const runtime = yield* Layer.build(
+        Greeter.layer.pipe(
+          Layer.provideMerge(Storage.layerMemory),
+          Layer.provide(Layer.succeed(Greeting, { text: "hello" }))
+        )
+      )
+      const callOnce = (i: number) =>
+        Effect.gen(function*() {
+          const scoped = { payload: Array.from({ length: 1000 }, (_, j) => i + j) }
+          const reply = yield* Greeter.client("g").greet().pipe(
+            Effect.provideService(RequestScope, scoped),
+            Effect.provideContext(runtime)
+          )
+          return { reply, ref: new WeakRef(scoped) }
+        })
+      const first = yield* callOnce(1)
+      const second = yield* callOnce(2)
+      assert.deepStrictEqual([first.reply, second.reply], ["hello 1", "hello 2"])
+      // WeakRef targets survive until the job that made them ends: collect in later turns.
+      yield* Effect.sleep("10 millis")
+      gc()
+      yield* Effect.sleep("10 millis")
+      gc()
+      assert.isUndefined(first.ref.deref(), "the first caller's context was collected")
+      assert.isUndefined(second.ref.deref(), "the last caller's context was collected")
     }))
 })

@@ -11,10 +11,12 @@
 import { Cause, type Clock, Context, Effect, Exit, Fiber, Metric, Schema } from "effect"
 import {
   CallTimeout,
+  HandlerDefect,
   InvalidObjectId,
   InvalidPayload,
   maxObjectIdLength,
   ObjectOverloaded,
+  ReentrantCall,
   RuntimeShutdown,
   StorageError,
   UnknownHandler
@@ -60,25 +62,16 @@ const outcomeOf = (exit: Exit.Exit<unknown, unknown>): Telemetry.CallOutcome => 
   const cause = exit.cause
   if (Cause.hasInterruptsOnly(cause)) return "interrupted"
   const error = Cause.findError(cause)
-  if (error._tag === "Success") {
-    const e = error.success as { readonly _tag?: unknown }
-    switch (e?._tag) {
-      case "HandlerDefect":
-        return "defect"
-      case "CallTimeout":
-        return "timeout"
-      case "ObjectOverloaded":
-        return "overloaded"
-      case "InvalidPayload":
-      case "UnknownHandler":
-      case "InvalidObjectId":
-      case "ReentrantCall":
-      case "RuntimeShutdown":
-        return "rejected"
-    }
-    return "failure"
-  }
-  return "defect"
+  if (error._tag !== "Success") return "defect"
+  const e = error.success
+  if (e instanceof HandlerDefect) return "defect"
+  if (e instanceof CallTimeout) return "timeout"
+  if (e instanceof ObjectOverloaded) return "overloaded"
+  if (
+    e instanceof InvalidPayload || e instanceof UnknownHandler || e instanceof InvalidObjectId ||
+    e instanceof ReentrantCall || e instanceof RuntimeShutdown
+  ) return "rejected"
+  return "failure"
 }
 
 /** A handler with everything a call needs of it made once. */
@@ -144,7 +137,6 @@ interface CallRun {
 
 /** What a call reads from its caller's context, resolved once per context. */
 interface CallerInfo {
-  readonly context: Context.Context<never>
   readonly chain: ReadonlyArray<string>
   /** A small context of the metric registry and attributes (cheaper for metric updates to read). */
   readonly metrics: Context.Context<never>
@@ -444,19 +436,15 @@ export const make = (deps: {
   // ---------------------------------------------------------------------------------------------------------
 
   // Callers mostly share a context (per request, or per process), so what a call reads from its caller's is
-  // resolved once per context. Only the last one is kept, and weakly: a finished request's context (its
+  // resolved once per context, and kept only as long as that context lives: a finished request's context (its
   // services, a closed transaction's connection) is never retained by the runtime.
-  let lastCaller: WeakRef<CallerInfo> | undefined
+  const callers = new WeakMap<Context.Context<never>, CallerInfo>()
   const resolveCaller = (context: Context.Context<never>): CallerInfo => {
-    const last = lastCaller?.deref()
-    if (last !== undefined && last.context === context) return last
-    const info: CallerInfo = {
-      context,
-      chain: Context.get(context, CallChain),
-      metrics: metricContext(context),
-      refused: own.refuse(context)
+    let info = callers.get(context)
+    if (info === undefined) {
+      info = { chain: Context.get(context, CallChain), metrics: metricContext(context), refused: own.refuse(context) }
+      callers.set(context, info)
     }
-    lastCaller = new WeakRef(info)
     return info
   }
 
