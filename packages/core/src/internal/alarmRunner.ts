@@ -5,15 +5,15 @@
  *
  * @internal
  */
-import { Cause, type Clock, DateTime, Effect, Exit, Metric, Result, Schedule, Schema } from "effect"
+import { Cause, DateTime, Effect, Exit, Metric, Result, Schedule, Schema } from "effect"
 import { type AlarmInfo, defaultRetryPolicy, retryDelayMillis, type When } from "../Alarms.ts"
 import { AlarmClaimLost, type InvalidObjectId, InvalidPayload, type StorageError, UnknownHandler } from "../Errors.ts"
 import * as Telemetry from "../Telemetry.ts"
 import { type AlarmCodecs, nextCron, resolveWhen, toAlarmInfo } from "./alarmCodec.ts"
 import type { Calls } from "./call.ts"
-import type { OwnStorage } from "./commit.ts"
-import { type Cell, stageAlarm, touchedAlarm } from "./context.ts"
-import type { AlarmContext, DefinitionSpec, ObjectContext } from "./definition.ts"
+import { stageAlarm, touchedAlarm } from "./context.ts"
+import type { AlarmContext } from "./definition.ts"
+import type { RuntimeParts } from "./parts.ts"
 import type { ClaimedAlarm, SchedulerService } from "./records.ts"
 import { span, tracing } from "./span.ts"
 
@@ -25,16 +25,13 @@ export interface AlarmRunner {
   readonly listAlarms: (id: string) => Effect.Effect<ReadonlyArray<AlarmInfo>, InvalidObjectId | StorageError>
 }
 
-export const make = (deps: {
-  readonly def: DefinitionSpec
-  readonly calls: Calls
-  readonly own: OwnStorage
-  readonly scheduler: SchedulerService
-  readonly clock: Clock.Clock
-  readonly codecs: AlarmCodecs
-  readonly makeContext: (id: string, cell: Cell) => ObjectContext<unknown, any>
-  readonly checkId: (id: string) => InvalidObjectId | undefined
-}): AlarmRunner => {
+export const make = (
+  deps: RuntimeParts & {
+    readonly calls: Calls
+    readonly scheduler: SchedulerService
+    readonly codecs: AlarmCodecs
+  }
+): AlarmRunner => {
   const { calls, checkId, clock, codecs, def, makeContext, own, scheduler } = deps
   const objectType = def.name
   const policy = def.options.alarmRetry

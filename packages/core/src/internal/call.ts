@@ -8,7 +8,7 @@
  *
  * @internal
  */
-import { Cause, type Clock, Context, Effect, Exit, Fiber, Metric, Schema } from "effect"
+import { Cause, Context, Effect, Exit, Fiber, Metric, Schema } from "effect"
 import {
   CallTimeout,
   HandlerDefect,
@@ -22,13 +22,14 @@ import {
   UnknownHandler
 } from "../Errors.ts"
 import * as Telemetry from "../Telemetry.ts"
-import { awaitGroup, type Commits, type OwnStorage } from "./commit.ts"
+import { awaitGroup } from "./commit.ts"
 import { type Cell, makeCell } from "./context.ts"
-import type { AnyHandler, DefinitionSpec, ObjectContext } from "./definition.ts"
-import type { Instance, Registry } from "./instance.ts"
+import type { AnyHandler } from "./definition.ts"
+import type { Instance } from "./instance.ts"
 import * as Mailbox from "./mailbox.ts"
+import type { RuntimeParts } from "./parts.ts"
 import { tracing } from "./span.ts"
-import { CallChain, type UserCode } from "./userCode.ts"
+import { CallChain } from "./userCode.ts"
 
 const encoder = new TextEncoder()
 
@@ -171,17 +172,12 @@ export interface Calls {
   readonly interruptRunning: Effect.Effect<void>
 }
 
-export const make = (deps: {
-  readonly def: DefinitionSpec
-  readonly registry: Registry
-  readonly commits: Commits
-  readonly own: OwnStorage
-  readonly user: UserCode
-  readonly clock: Clock.Clock
-  readonly makeContext: (id: string, cell: Cell) => ObjectContext<unknown, any>
-  /** Activates an unloaded instance, with the lock held. */
-  readonly activate: (inst: Instance, chain: ReadonlyArray<string>) => Effect.Effect<void, unknown>
-}): Calls => {
+export const make = (
+  deps: RuntimeParts & {
+    /** Activates an unloaded instance, with the lock held. */
+    readonly activate: (inst: Instance, chain: ReadonlyArray<string>) => Effect.Effect<void, unknown>
+  }
+): Calls => {
   const { activate, clock, commits, def, makeContext, own, registry, user } = deps
   const objectType = def.name
   const options = def.options

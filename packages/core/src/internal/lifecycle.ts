@@ -5,7 +5,7 @@
  *
  * @internal
  */
-import { Cause, type Clock, Effect, Exit, Metric } from "effect"
+import { Cause, Effect, Exit, Metric } from "effect"
 import {
   HandlerDefect,
   type InvalidObjectId,
@@ -14,13 +14,12 @@ import {
   type VersionConflict
 } from "../Errors.ts"
 import * as Telemetry from "../Telemetry.ts"
-import type { Commits, OwnStorage } from "./commit.ts"
-import { type Cell, makeCell } from "./context.ts"
-import type { DefinitionSpec, ObjectContext, Status } from "./definition.ts"
-import { type Instance, isLoaded, type Registry } from "./instance.ts"
+import { makeCell } from "./context.ts"
+import type { Status } from "./definition.ts"
+import { type Instance, isLoaded } from "./instance.ts"
 import * as Mailbox from "./mailbox.ts"
+import type { RuntimeParts } from "./parts.ts"
 import { span } from "./span.ts"
-import type { UserCode } from "./userCode.ts"
 
 export interface Lifecycle {
   /** With the lock held: loads `inst` from storage, decodes it, runs `onLoad` and commits what it changed. */
@@ -34,16 +33,7 @@ export interface Lifecycle {
   readonly stopAll: Effect.Effect<void>
 }
 
-export const make = (deps: {
-  readonly def: DefinitionSpec
-  readonly registry: Registry
-  readonly commits: Commits
-  readonly own: OwnStorage
-  readonly user: UserCode
-  readonly clock: Clock.Clock
-  readonly makeContext: (id: string, cell: Cell) => ObjectContext<unknown, any>
-  readonly checkId: (id: string) => InvalidObjectId | undefined
-}): Lifecycle => {
+export const make = (deps: RuntimeParts): Lifecycle => {
   const { checkId, clock, commits, def, makeContext, own, registry, user } = deps
   const objectType = def.name
   const options = def.options

@@ -21,6 +21,7 @@ import type { DefinitionSpec, ObjectRuntime } from "./definition.ts"
 import { Registry } from "./instance.ts"
 import * as Lifecycle from "./lifecycle.ts"
 import * as Mailbox from "./mailbox.ts"
+import type { RuntimeParts } from "./parts.ts"
 import * as StateCodec from "./stateCodec.ts"
 import * as UserCode from "./userCode.ts"
 
@@ -67,9 +68,10 @@ export const make = (def: DefinitionSpec): Effect.Effect<ObjectRuntime, never, S
     const checkId = (id: string) => Call.checkId(objectType, id)
     const user = UserCode.make(objectType, def.services, context)
     const commits = Commit.make({ objectType, registry, storage, own, scheduler })
-    const lifecycle = Lifecycle.make({ def, registry, commits, own, user, clock, makeContext, checkId })
-    const calls = Call.make({ def, registry, commits, own, user, clock, makeContext, activate: lifecycle.activate })
-    const alarms = AlarmRunner.make({ def, calls, own, scheduler, clock, codecs, makeContext, checkId })
+    const parts: RuntimeParts = { def, registry, commits, own, user, clock, makeContext, checkId }
+    const lifecycle = Lifecycle.make(parts)
+    const calls = Call.make({ ...parts, activate: lifecycle.activate })
+    const alarms = AlarmRunner.make({ ...parts, calls, scheduler, codecs })
 
     // Finalizers run in reverse order. Commits run in a scope that closes after the graceful stop, so stopping
     // the runtime lets in-flight commits finish instead of interrupting them.

@@ -70,7 +70,12 @@ export const make = (
     // Failed reads in a row: a storage that fails (a database down, a row it cannot read) is retried with
     // backoff instead of at once, so the scheduler neither spins on it nor waits a whole poll to recover.
     let failures = 0
-    const backoff = () => Math.min(pollMillis, backoffMillis * 2 ** Math.min(20, failures - 1))
+    const backOff = (operation: keyof typeof readFailures, cause: Cause.Cause<unknown>) =>
+      Effect.suspend(() => {
+        failures++
+        const wait = Math.min(pollMillis, backoffMillis * 2 ** Math.min(20, failures - 1))
+        return Effect.andThen(readFailed(operation, wait)(cause), Effect.sleep(wait))
+      })
     let sleepingUntil = 0
 
     const wake = (fireAt: number) => {
@@ -120,10 +125,7 @@ export const make = (
           limit: batchSize
         }))
         if (Exit.isFailure(claim)) {
-          failures++
-          const wait = backoff()
-          yield* readFailed("alarm_claim", wait)(claim.cause)
-          yield* Effect.sleep(wait)
+          yield* backOff("alarm_claim", claim.cause)
           continue
         }
         const claimed = claim.value
@@ -141,10 +143,7 @@ export const make = (
         if (claimed.length >= batchSize) continue
         const nextRead = yield* Effect.exit(storage.nextAlarmAt(objectTypes))
         if (Exit.isFailure(nextRead)) {
-          failures++
-          const wait = backoff()
-          yield* readFailed("alarm_next", wait)(nextRead.cause)
-          yield* Effect.sleep(wait)
+          yield* backOff("alarm_next", nextRead.cause)
           continue
         }
         failures = 0

@@ -1,0 +1,27 @@
+/**
+ * What the pieces of one object type's runtime share: built once by `runtime.ts` and handed to the call path,
+ * the lifecycle and the alarm runner.
+ *
+ * @internal
+ */
+import type { Clock } from "effect"
+import type { InvalidObjectId } from "../Errors.ts"
+import type { Commits, OwnStorage } from "./commit.ts"
+import type { Cell } from "./context.ts"
+import type { DefinitionSpec, ObjectContext } from "./definition.ts"
+import type { Registry } from "./instance.ts"
+import type { UserCode } from "./userCode.ts"
+
+export interface RuntimeParts {
+  readonly def: DefinitionSpec
+  readonly registry: Registry
+  readonly commits: Commits
+  /** Storage, with its work in the runtime's own context. */
+  readonly own: OwnStorage
+  readonly user: UserCode
+  readonly clock: Clock.Clock
+  /** The context a handler, hook or alarm of object `id` gets, over its working `cell`. */
+  readonly makeContext: (id: string, cell: Cell) => ObjectContext<unknown, any>
+  /** `InvalidObjectId` when `id` cannot name an object of this type. */
+  readonly checkId: (id: string) => InvalidObjectId | undefined
+}
