@@ -48,6 +48,7 @@ import {
   type AnyErrorOf,
   type AnyHandler,
   type CallError,
+  type CallOptions,
   type DefinitionSpec,
   type ErrorOf,
   type ObjectContext,
@@ -70,6 +71,7 @@ export type {
   AnyAlarmHandler,
   AnyHandler,
   CallError,
+  CallOptions,
   EncodedOf,
   ObjectContext,
   ObjectRuntime,
@@ -173,8 +175,11 @@ export interface Definition<
    * the scope stops every loaded object gracefully (`onShutdown` runs) after in-flight calls finish.
    */
   readonly layer: Layer.Layer<Runtime<Name>, never, Storage | Scheduler | R>
-  /** The typed client of the object with this id. Building it is free; nothing runs until a method's Effect does. */
-  readonly client: (id: string) => Client<Name, P, A, E>
+  /**
+   * The typed client of the object with this id. Building it is free; nothing runs until a method's Effect
+   * does. With an `idempotencyKey`, its calls' effects happen at most once per key (see `CallOptions`).
+   */
+  readonly client: (id: string, options?: CallOptions) => Client<Name, P, A, E>
   /** Type-level only. */
   readonly "~types"?: { readonly P: P; readonly A: A; readonly E: E; readonly R: R; readonly AP: AP }
 }
@@ -274,8 +279,10 @@ export const defineObject = <
   // `const { increment } = client` works too). Calls go from the caller's fiber straight into the runtime.
   class ClientImpl {
     readonly [clientId]: string
-    constructor(id: string) {
+    readonly [clientKey]: string | undefined
+    constructor(id: string, key: string | undefined) {
       this[clientId] = id
+      this[clientKey] = key
     }
   }
   // Callers mostly share a context: the runtime found in one is kept for as long as that context lives (a
@@ -293,8 +300,9 @@ export const defineObject = <
     Object.defineProperty(ClientImpl.prototype, name, {
       get(this: ClientImpl) {
         const id = this[clientId]
+        const key = this[clientKey]
         return (payload?: unknown) =>
-          Effect.withFiber((fiber) => runtimeIn(fiber.context).callFrom(fiber, id, name, payload))
+          Effect.withFiber((fiber) => runtimeIn(fiber.context).callFrom(fiber, id, name, payload, key))
       }
     })
   }
@@ -310,11 +318,13 @@ export const defineObject = <
     alarms: alarms as { readonly [K in keyof AP]: AnyAlarmHandler },
     runtime: key,
     layer,
-    client: (id: string) => new ClientImpl(id) as unknown as Client<Name, P, A, E>
+    client: (id: string, options?: CallOptions) =>
+      new ClientImpl(id, options?.idempotencyKey) as unknown as Client<Name, P, A, E>
   }
 }
 
 const clientId: unique symbol = Symbol("@durable-object/core/clientId")
+const clientKey: unique symbol = Symbol("@durable-object/core/clientKey")
 
 // ---------------------------------------------------------------------------------------------------------
 // Generic API
@@ -348,9 +358,10 @@ export const callEncoded = <Name extends string, E>(
   definition: Definition<Name, any, any, any, E, any, any>,
   id: string,
   handler: string,
-  payload: unknown
+  payload: unknown,
+  options?: CallOptions | undefined
 ): Effect.Effect<unknown, DurableObjectError | AnyErrorOf<E>, Runtime<Name>> =>
-  definition.runtime.use((rt) => rt.callEncoded(id, handler, payload))
+  definition.runtime.use((rt) => rt.callEncoded(id, handler, payload, options))
 
 /**
  * Stops an object gracefully: waits for the call in progress and those already queued, runs `onShutdown`

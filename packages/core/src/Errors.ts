@@ -252,6 +252,47 @@ export type DurableObjectError =
   | StorageError
   | VersionConflict
   | RuntimeShutdown
+  | CommitTimeout
+  | IdempotencyKeyMismatch
+
+/**
+ * The commit a call's reply depends on did not answer within `commitTimeout` (a database that is frozen or
+ * unreachable). **Its outcome is unknown**: the write may still land. The object drops its in-memory copy and
+ * reloads from storage before its next call; retry with an idempotency key to be safe.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class CommitTimeout extends Schema.TaggedError<CommitTimeout>()("CommitTimeout", {
+  objectType: Schema.String,
+  objectId: Schema.String,
+  handler: Schema.String,
+  timeoutMillis: Schema.Number
+}) {
+  override get message(): string {
+    return `${this.objectType}/${this.objectId}.${this.handler}: the commit did not answer within ${this.timeoutMillis} ms; its outcome is unknown`
+  }
+}
+
+/**
+ * A call reused an idempotency key that an earlier call of this object used with another handler or payload.
+ * Nothing ran and nothing changed: the key's stored reply belongs to that other call.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class IdempotencyKeyMismatch extends Schema.TaggedError<IdempotencyKeyMismatch>()("IdempotencyKeyMismatch", {
+  objectType: Schema.String,
+  objectId: Schema.String,
+  handler: Schema.String,
+  key: Schema.String
+}) {
+  override get message(): string {
+    return `${this.objectType}/${this.objectId}: idempotency key ${
+      JSON.stringify(this.key)
+    } was used for another call than ${this.handler} with this payload`
+  }
+}
 
 /**
  * The schema of {@link DurableObjectError}, to encode or decode runtime errors (for example across HTTP).
@@ -270,7 +311,9 @@ export const DurableObjectError = Schema.Union([
   ReentrantCall,
   StorageError,
   VersionConflict,
-  RuntimeShutdown
+  RuntimeShutdown,
+  CommitTimeout,
+  IdempotencyKeyMismatch
 ])
 
 /**

@@ -28,9 +28,11 @@ import {
   type ClaimedAlarm,
   type ClaimRequest,
   layerWithScheduler,
+  type ReplyPut,
   type Scheduler,
   Storage,
   type StoredObject,
+  type StoredReply,
   type WriteSet
 } from "./Storage.ts"
 import * as Telemetry from "./Telemetry.ts"
@@ -69,6 +71,7 @@ export interface Options {
 export interface Tables {
   readonly objects: string
   readonly alarms: string
+  readonly replies: string
   readonly migrations: string
 }
 
@@ -107,9 +110,13 @@ export const tables = (options?: Options): Effect.Effect<Tables, StorageError> =
     return Effect.succeed({
       objects: qualify("durable_objects"),
       alarms: qualify("durable_object_alarms"),
+      replies: qualify("durable_object_replies"),
       migrations: qualify("durable_object_migrations")
     })
   })
+
+/** The name of the replies table's expiry index. */
+const repliesIndex = (t: Tables) => `${t.replies.replace(/^.*\./, "")}_expires_idx`
 
 /** The name of one of the alarm table's indexes (PostgreSQL creates it in the table's schema). */
 const alarmIndex = (t: Tables, suffix: string) => `${t.alarms.replace(/^.*\./, "")}_${suffix}`
@@ -184,6 +191,25 @@ const migrationList: ReadonlyArray<readonly [id: number, name: string, migration
         yield* sql`DROP INDEX IF EXISTS ${sql(qualifiedIndex(t, alarmIndex(t, "lease_idx")))}`
         yield* sql`DROP INDEX IF EXISTS ${sql(qualifiedIndex(t, alarmIndex(t, "due_idx")))}`
       })
+  }],
+  // The stored replies of calls made with idempotency keys, committed with the state they produced. The
+  // purge of expired replies walks the expiry index, never the whole table.
+  [3, "durable_object_replies", {
+    up: (sql, t) =>
+      Effect.gen(function*() {
+        yield* sql`CREATE TABLE IF NOT EXISTS ${sql(t.replies)} (
+          object_type TEXT NOT NULL,
+          object_id TEXT NOT NULL,
+          idempotency_key TEXT NOT NULL,
+          payload_hash TEXT NOT NULL,
+          reply TEXT NOT NULL,
+          expires_at BIGINT NOT NULL,
+          created_at BIGINT NOT NULL,
+          PRIMARY KEY (object_type, object_id, idempotency_key)
+        )`
+        yield* sql`CREATE INDEX IF NOT EXISTS ${sql(repliesIndex(t))} ON ${sql(t.replies)} (expires_at)`
+      }),
+    down: (sql, t) => sql`DROP TABLE IF EXISTS ${sql(t.replies)}`
   }]
 ]
 
@@ -305,6 +331,11 @@ const hasAlarmChanges = (write: WriteSet): boolean => {
     (changes.fired !== undefined || changes.removeAll || changes.remove.length > 0 || changes.put.length > 0)
 }
 
+const hasReplies = (write: WriteSet): boolean => write.replies !== undefined && write.replies.length > 0
+
+/** Whether a write changes rows besides its object's (alarms, stored replies): then it needs a transaction. */
+const hasOtherRows = (write: WriteSet): boolean => hasAlarmChanges(write) || hasReplies(write)
+
 type Operation = "load" | "save" | "delete"
 type Outcome = "success" | "conflict" | "error"
 
@@ -320,7 +351,7 @@ type FiredWrite = WriteSet & {
 const isFiredOnly = (write: WriteSet): write is FiredWrite => {
   const changes = write.alarms
   return write.state !== null && write.expectedVersion > 0 && changes !== undefined &&
-    changes.fired !== undefined && !changes.removeAll
+    changes.fired !== undefined && !changes.removeAll && !hasReplies(write)
 }
 
 const durationOf = (operation: Operation, outcome: Outcome) =>
@@ -400,7 +431,7 @@ const paddedSize = (n: number): number => {
 /** A write set that only changes state: the kind that multi-row statements carry. */
 type StateWrite = WriteSet & { readonly state: string }
 
-const isStateWrite = (write: WriteSet): write is StateWrite => write.state !== null && !hasAlarmChanges(write)
+const isStateWrite = (write: WriteSet): write is StateWrite => write.state !== null && !hasOtherRows(write)
 
 type MultiRowKind = "write" | "update" | "insert" | "load"
 
@@ -456,6 +487,7 @@ export const make = (options?: Options): Effect.Effect<
     const channel = t.alarms.replace(/\./g, "_")
     const objects = sql(t.objects)
     const alarms = sql(t.alarms)
+    const replies = sql(t.replies)
     const isPg = isPgDialect(sql)
     const stateColumn = isPg ? sql.literal("state::text") : sql.literal("state")
     const jsonParam = (json: string) => (isPg ? sql`${json}::jsonb` : sql`${json}`)
@@ -657,16 +689,34 @@ export const make = (options?: Options): Effect.Effect<
           if (rows.length === 0) return yield* conflict(write)
         }
         yield* sql`DELETE FROM ${alarms} WHERE object_type = ${write.objectType} AND object_id = ${write.objectId}`
+        yield* sql`DELETE FROM ${replies} WHERE object_type = ${write.objectType} AND object_id = ${write.objectId}`
         return 0
       }))
+
+    /** Stores the replies of a write (replacing any under the same keys), in its transaction. */
+    const putReplies = (write: WriteSet, puts: ReadonlyArray<ReplyPut>, now: number) => {
+      const row = (put: ReplyPut) =>
+        sql`(${write.objectType}, ${write.objectId}, ${put.key}, ${put.payloadHash}, ${put.reply}, ${put.expiresAt}, ${now})`
+      return inChunks(puts, (chunk) =>
+        sql`INSERT INTO ${replies}
+            (object_type, object_id, idempotency_key, payload_hash, reply, expires_at, created_at)
+          VALUES ${sql.csv(chunk.map(row))}
+          ON CONFLICT (object_type, object_id, idempotency_key) DO UPDATE SET
+            payload_hash = excluded.payload_hash, reply = excluded.reply, expires_at = excluded.expires_at,
+            created_at = excluded.created_at`)
+    }
 
     /** One write set, on its own: a single statement when it only changes state, else one transaction. */
     const commitOne = (write: WriteSet, now: number) => {
       if (write.state === null) return deleteObject(write)
       const state = write.state
-      return hasAlarmChanges(write)
+      return hasOtherRows(write)
         ? sql.withTransaction(
-          Effect.tap(writeState({ ...write, state }, now), () => applyAlarms(write, write.alarms!, now))
+          Effect.tap(writeState({ ...write, state }, now), () =>
+            Effect.andThen(
+              hasAlarmChanges(write) ? applyAlarms(write, write.alarms!, now) : Effect.void,
+              hasReplies(write) ? putReplies(write, write.replies!, now) : Effect.void
+            ))
         )
         : writeState({ ...write, state }, now)
     }
@@ -1053,7 +1103,42 @@ export const make = (options?: Options): Effect.Effect<
           })
           : undefined
 
+    const loadReply = (
+      objectType: string,
+      objectId: string,
+      key: string,
+      now: number
+    ): Effect.Effect<StoredReply | undefined, StorageError> =>
+      Effect.map(
+        sql<{ payload_hash: string; reply: string; expires_at: number | string }>`
+          SELECT payload_hash, reply, expires_at FROM ${replies}
+          WHERE object_type = ${objectType} AND object_id = ${objectId} AND idempotency_key = ${key}
+            AND expires_at > ${now}`,
+        (rows) =>
+          rows.length === 0
+            ? undefined
+            : { payloadHash: rows[0]!.payload_hash, reply: rows[0]!.reply, expiresAt: Number(rows[0]!.expires_at) }
+      ).pipe(Effect.mapError(toStorageError("load")))
+
+    const purgeReplies = (now: number, limit: number): Effect.Effect<number, StorageError> =>
+      Effect.map(
+        sql<{ object_id: string }>`DELETE FROM ${replies}
+          WHERE (object_type, object_id, idempotency_key) IN (
+            SELECT object_type, object_id, idempotency_key FROM ${replies}
+            WHERE expires_at <= ${now} ORDER BY expires_at LIMIT ${limit})
+          RETURNING object_id`,
+        (rows) => rows.length
+      ).pipe(Effect.mapError(toStorageError("purge")))
+
+    const nextReplyExpiry: Effect.Effect<number | undefined, StorageError> = Effect.map(
+      sql<{ next: number | string | null }>`SELECT MIN(expires_at) AS next FROM ${replies}`,
+      (rows) => rows[0]?.next === null || rows[0]?.next === undefined ? undefined : Number(rows[0].next)
+    ).pipe(Effect.mapError(toStorageError("load")))
+
     return Storage.of({
+      loadReply,
+      purgeReplies,
+      nextReplyExpiry,
       load,
       commit,
       listAlarms,

@@ -24,10 +24,12 @@ export type {
   AlarmRelease,
   ClaimedAlarm,
   ClaimRequest,
+  ReplyPut,
   SchedulerOptions,
   SchedulerService,
   StorageService,
   StoredObject,
+  StoredReply,
   WriteSet
 } from "./internal/records.ts"
 

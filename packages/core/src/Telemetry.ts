@@ -190,7 +190,8 @@ export const alarmLateness = Metric.histogram("durable_object_alarm_lateness_ms"
  * `shutdown` (an idle shutdown or a graceful stop whose `onShutdown` or its commit failed: its changes were
  * not stored), `alarm_release` (a failed alarm's claim could not be released after retries: it fires again
  * when its lease expires), `alarm_claim` and `alarm_next` (the scheduler could not read due alarms; it backs
- * off and retries). Each is also logged with its cause.
+ * off and retries), `reply_purge` (expired replies of keyed calls could not be removed; retried a minute
+ * later). Each is also logged with its cause.
  *
  * @since 0.1.0
  * @category metrics
@@ -206,4 +207,4 @@ export const backgroundFailures = Metric.counter("durable_object_background_fail
  * @since 0.1.0
  * @category metrics
  */
-export type BackgroundOperation = "shutdown" | "alarm_release" | "alarm_claim" | "alarm_next"
+export type BackgroundOperation = "shutdown" | "alarm_release" | "alarm_claim" | "alarm_next" | "reply_purge"

@@ -5,7 +5,7 @@
  */
 import { DurableObject, DurableObjectTest, Storage, Telemetry } from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Duration, Effect, Exit, Fiber, Layer, Metric, Schema, Scope } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Metric, Schema, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
@@ -249,4 +249,54 @@ describe("failures without a caller", () => {
       assert.isUndefined(first.ref.deref(), "the first caller's context was collected")
       assert.isUndefined(second.ref.deref(), "the last caller's context was collected")
     }))
+
+  it.effect("a commit that does not answer fails its call with CommitTimeout; when it lands, later calls build on it", () =>
+    Effect.gen(function*() {
+      const memory = yield* Storage.makeMemory
+      const gate = yield* Deferred.make<void>()
+      let hold = false
+      const frozen = Storage.layerWithScheduler(Effect.succeed({
+        ...memory,
+        commit: (write: Storage.WriteSet) =>
+          hold ? Effect.andThen(Deferred.await(gate), memory.commit(write)) : memory.commit(write)
+      }))
+      const Bounded = DurableObject.defineObject({
+        name: "Bounded",
+        state: Schema.Struct({ n: Schema.Number }),
+        initialState: () => ({ n: 0 }),
+        handlers: {
+          bump: { success: Schema.Number, handle: (_, ctx) => ctx.state.modify((s) => [s.n + 1, { n: s.n + 1 }]) }
+        },
+        options: { callTimeout: "10 seconds", commitTimeout: "1 second" }
+      })
+      yield* Effect.gen(function*() {
+        assert.strictEqual(yield* Bounded.client("b").bump(), 1)
+        hold = true
+        const stuck = yield* Effect.forkChild(Effect.flip(Bounded.client("b").bump()))
+        yield* TestClock.adjust("999 millis")
+        assert.isUndefined(stuck.pollUnsafe())
+        yield* TestClock.adjust("1 millis")
+        const error = yield* Fiber.join(stuck)
+        assert.strictEqual(error._tag, "CommitTimeout")
+        // The database answers after all: the write landed, and the next call builds on it.
+        hold = false
+        yield* Deferred.succeed(gate, undefined)
+        assert.strictEqual(yield* Bounded.client("b").bump(), 3)
+        assert.deepStrictEqual(JSON.parse((yield* memory.load("Bounded", "b"))!.state), { n: 3 })
+      }).pipe(Effect.provide(Bounded.layer.pipe(Layer.provideMerge(frozen))))
+    }))
+
+  it.effect("names an object inherits are no handlers or alarms: each is UnknownHandler and nothing is written", () =>
+    Effect.gen(function*() {
+      const storage = yield* Storage.Storage
+      for (const name of ["constructor", "__proto__", "toString", "hasOwnProperty", "valueOf"]) {
+        const tags = [
+          yield* Effect.flip(DurableObject.callEncoded(Reminders, "proto", name, {})),
+          yield* Effect.flip(DurableObject.cancelAlarm(Reminders, "proto", name as "note")),
+          yield* Effect.flip(DurableObject.scheduleAlarm(Reminders, "proto", name as "ping", { in: 1000 }))
+        ].map((error) => error._tag)
+        assert.deepStrictEqual(tags, ["UnknownHandler", "UnknownHandler", "UnknownHandler"], name)
+      }
+      assert.isUndefined(yield* storage.load("Reminders", "proto"))
+    }).pipe(Effect.provide(DurableObjectTest.layer(Reminders))))
 })

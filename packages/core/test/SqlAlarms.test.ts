@@ -185,7 +185,9 @@ describe("Alarms on PostgreSQL: LISTEN/NOTIFY", () => {
     const prefix = `notify_${Date.now() % 100000}_`
     // The writer has no scheduler of its own: only the listener can fire the alarm.
     const writer = Reminders.layer.pipe(
-      Layer.provide(Layer.succeed(Alarms.Scheduler, { register: () => Effect.void, wake: () => {} })),
+      Layer.provide(
+        Layer.succeed(Alarms.Scheduler, { register: () => Effect.void, wake: () => {}, repliesStored: () => {} })
+      ),
       Layer.provideMerge(Layer.effect(Storage.Storage, SqlStorage.make({ tablePrefix: prefix }))),
       Layer.provide(pg())
     )

@@ -88,7 +88,9 @@ const runtimeErrorStatus = {
   StateDecodeError: 500,
   StorageError: 503,
   RuntimeShutdown: 503,
-  CallTimeout: 503
+  CallTimeout: 503,
+  CommitTimeout: 503,
+  IdempotencyKeyMismatch: 422
 } as const satisfies Record<Errors.DurableObjectError["_tag"], number>
 
 const isRuntimeError = (error: unknown): error is Errors.DurableObjectError =>
@@ -101,7 +103,8 @@ const internalMessages: Partial<Record<Errors.DurableObjectError["_tag"], string
   StateDecodeError: "The object's stored state cannot be read by this version of the code",
   ReentrantCall: "The handler called an object already busy in the same call chain",
   StorageError: "Storage is unavailable right now; nothing was changed, try again",
-  RuntimeShutdown: "The server is shutting down; try again shortly"
+  RuntimeShutdown: "The server is shutting down; try again shortly",
+  CommitTimeout: "Storage did not answer in time; the change may or may not have been made"
 }
 
 const runtimeErrorResponse = (error: Errors.DurableObjectError) => {

@@ -36,10 +36,12 @@ export const make = (
   const objectType = def.name
   const policy = def.options.alarmRetry
   const maxRetries = policy?.maxRetries ?? defaultRetryPolicy.maxRetries
-  const specs = def.alarms
-  const names = Object.keys(specs)
+  // By own name only: a name read from storage or a caller ("constructor", "__proto__") must never find
+  // something an object inherits.
+  const specs = new Map(Object.entries(def.alarms))
+  const names = Array.from(specs.keys())
   const validators = new Map<string, (u: unknown) => Exit.Exit<unknown, Schema.SchemaError>>()
-  for (const [name, spec] of Object.entries(specs)) {
+  for (const [name, spec] of specs) {
     if (spec.payload !== undefined) {
       validators.set(name, Schema.decodeUnknownExit(Schema.toType(spec.payload) as unknown as Schema.Decoder<unknown>))
     }
@@ -54,7 +56,7 @@ export const make = (
   // time). Stored alarms the definition does not declare share one series, so odd rows cannot grow the set.
   const counters = new Map<string, Record<Telemetry.AlarmOutcome, Metric.Metric<number, unknown>>>()
   const counterOf = (name: string, outcome: Telemetry.AlarmOutcome) => {
-    const series = specs[name] === undefined ? "(undeclared)" : name
+    const series = specs.has(name) ? name : "(undeclared)"
     let found = counters.get(series)
     if (found === undefined) {
       const counter = (outcome: Telemetry.AlarmOutcome) =>
@@ -102,7 +104,7 @@ export const make = (
 
   /** Runs the handler of `alarm` in the object's serial context and commits, or releases it for a retry. */
   const run = (alarm: ClaimedAlarm): Effect.Effect<void> => {
-    const spec = specs[alarm.name]
+    const spec = specs.get(alarm.name)
     const codec = codecs.get(alarm.name)
     if (spec === undefined || codec === undefined) {
       return release(alarm, null, `${objectType} declares no alarm "${alarm.name}"`)
@@ -177,7 +179,7 @@ export const make = (
       const idError = checkId(id)
       if (idError !== undefined) return Effect.fail(idError)
       const codec = codecs.get(name)
-      if (specs[name] === undefined || codec === undefined) return Effect.fail(unknownAlarm(name))
+      if (!specs.has(name) || codec === undefined) return Effect.fail(unknownAlarm(name))
       let payload: unknown = undefined
       const validate = validators.get(name)
       if (validate !== undefined) {
@@ -199,7 +201,7 @@ export const make = (
     Effect.suspend(() => {
       const idError = checkId(id)
       if (idError !== undefined) return Effect.fail(idError)
-      if (specs[name] === undefined) return Effect.fail(unknownAlarm(name))
+      if (!specs.has(name)) return Effect.fail(unknownAlarm(name))
       return Effect.asVoid(calls.exclusive(id, `cancelAlarm:${name}`, Infinity, [], (_, cell) =>
         Effect.sync(() => {
           cell.alarms = { removeAll: false, remove: new Set([name]), put: new Map() }

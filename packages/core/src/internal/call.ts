@@ -8,26 +8,31 @@
  *
  * @internal
  */
-import { Cause, Context, Effect, Exit, Fiber, Metric, Schema } from "effect"
+import { Cause, Context, Effect, Exit, Fiber, Metric, Result, Schema } from "effect"
 import {
   CallTimeout,
+  CommitTimeout,
   HandlerDefect,
+  IdempotencyKeyMismatch,
   InvalidObjectId,
   InvalidPayload,
   maxObjectIdLength,
   ObjectOverloaded,
   ReentrantCall,
   RuntimeShutdown,
+  StateDecodeError,
   StorageError,
   UnknownHandler
 } from "../Errors.ts"
 import * as Telemetry from "../Telemetry.ts"
-import { awaitGroup } from "./commit.ts"
+import { awaitGroupUntil } from "./commit.ts"
 import { type Cell, makeCell } from "./context.ts"
 import type { AnyHandler } from "./definition.ts"
-import type { Instance } from "./instance.ts"
+import type { CommitGroup, Instance, KeptReply } from "./instance.ts"
 import * as Mailbox from "./mailbox.ts"
 import type { RuntimeParts } from "./parts.ts"
+import type { ReplyPut } from "./records.ts"
+import * as Replies from "./replies.ts"
 import { tracing } from "./span.ts"
 import { CallChain } from "./userCode.ts"
 
@@ -85,6 +90,8 @@ interface Prepared {
   readonly attributes: Record<string, string>
   readonly outcomes: Record<Telemetry.CallOutcome, Metric.Metric<number, unknown>>
   readonly duration: Metric.Metric<number, unknown>
+  /** How replies of keyed calls are stored. */
+  readonly replies: Replies.ReplyCodec
 }
 
 const prepare = (objectType: string, name: string, spec: AnyHandler): Prepared => {
@@ -107,9 +114,22 @@ const prepare = (objectType: string, name: string, spec: AnyHandler): Prepared =
       : Schema.encodeUnknownExit(Schema.toCodecJson(success) as unknown as Schema.Codec<unknown, unknown>),
     attributes: { [Telemetry.attributes.objectType]: objectType, [Telemetry.attributes.handler]: name },
     outcomes,
-    duration: Telemetry.callSeries(attributes).duration
+    duration: Telemetry.callSeries(attributes).duration,
+    replies: Replies.codec(spec)
   }
 }
+
+/** A call made with an idempotency key. */
+interface Keyed {
+  readonly key: string
+  /** Identifies the call (its handler and payload): a key reused for another call is refused. */
+  readonly hash: string
+  readonly replies: Replies.ReplyCodec
+}
+
+/** Whether a run failed with a typed error only (no defect, no interruption): such a failure can be replayed. */
+const isTypedFailure = (cause: Cause.Cause<unknown>): boolean =>
+  !Cause.hasDies(cause) && !Cause.hasInterrupts(cause) && Cause.findError(cause)._tag === "Success"
 
 /** A small context of the caller's metric registry and attributes (cheaper for metric updates to read). */
 const metricContext = (context: Context.Context<never>): Context.Context<never> =>
@@ -134,6 +154,7 @@ interface CallRun {
   /** The epoch of the copy the run started on: if it changes, what the run saw was dropped. */
   readonly epoch: number
   readonly cell: Cell
+  readonly keyed: Keyed | undefined
 }
 
 /** What a call reads from its caller's context, resolved once per context. */
@@ -155,7 +176,8 @@ export interface Calls {
     id: string,
     name: string,
     input: unknown,
-    encoded: boolean
+    encoded: boolean,
+    idempotencyKey?: string | undefined
   ) => Effect.Effect<unknown, unknown>
   /**
    * Runs `body` in the object's serial context on the general path: waits in its mailbox (at most `capacity`
@@ -215,16 +237,66 @@ export const make = (
    * returns the reply, or the wait for the commit it depends on (which the caller may abandon: nothing else
    * hangs on it).
    */
+  const commitTimeout = (inst: Instance, label: string) =>
+    new CommitTimeout({ objectType, objectId: inst.id, handler: label, timeoutMillis: options.commitTimeoutMillis })
+
+  /**
+   * Waits until `group` is durable, at most `commitTimeout`: past it the call fails with `CommitTimeout` (the
+   * outcome is unknown to the caller; the runtime learns it when the commit answers, and drops its copy if the
+   * commit failed).
+   */
+  const awaitCommit = (inst: Instance, label: string, group: CommitGroup): Effect.Effect<void, unknown> =>
+    awaitGroupUntil(
+      group,
+      deadlines,
+      (registry.stepTime ?? clock.currentTimeMillisUnsafe()) + options.commitTimeoutMillis,
+      () => commitTimeout(inst, label)
+    )
+
+  /** The reply a keyed call stores: encoded with the handler's schemas, kept until the retention ends. */
+  const replyPut = (keyed: Keyed, reply: string): ReplyPut => ({
+    key: keyed.key,
+    payloadHash: keyed.hash,
+    reply,
+    expiresAt: clock.currentTimeMillisUnsafe() + options.idempotencyRetentionMillis
+  })
+
+  /**
+   * With the lock held (and the object active): stages what a successful run left (with its reply when the
+   * call is keyed), releases the lock, and returns the reply, or the wait for the commit it depends on (which
+   * the caller may abandon: nothing else hangs on it).
+   */
   const succeed = (run: CallRun, reply: unknown): Effect.Effect<unknown, unknown> => {
-    const { cell, epoch, inst } = run
+    const { cell, epoch, inst, keyed } = run
     if (
       cell.state === inst.state && cell.alarms === undefined && cell.fired === undefined &&
       inst.epoch === epoch && inst.status === "active"
     ) {
-      // Nothing changed: the reply only waits for the commits whose state it saw.
+      // Nothing changed (a read needs no stored reply, keyed or not): the reply only waits for the commits
+      // whose state it saw.
       registry.release(inst)
       const pending = inst.commits
-      return pending.length === 0 ? Exit.succeed(reply) : Effect.as(awaitGroup(pending[pending.length - 1]!), reply)
+      return pending.length === 0
+        ? Exit.succeed(reply)
+        : Effect.as(awaitCommit(inst, run.label, pending[pending.length - 1]!), reply)
+    }
+    let put: ReplyPut | undefined
+    if (keyed !== undefined) {
+      const stored = keyed.replies.encode(Exit.succeed(reply))
+      if (stored === undefined) {
+        // Storing the change without its reply would let a retry apply it twice: nothing is staged.
+        registry.release(inst)
+        return Exit.fail(
+          new HandlerDefect({
+            objectType,
+            objectId: inst.id,
+            handler: run.label,
+            defect: reply,
+            pretty: "the reply does not encode with the handler's success schema, so it cannot be stored"
+          })
+        )
+      }
+      put = replyPut(keyed, stored)
     }
     const staged = inst.epoch !== epoch || inst.status !== "active"
       // An earlier commit failed while this ran: the state it saw was speculative and is gone.
@@ -233,20 +305,97 @@ export const make = (
           ? inst.rollback.error
           : new StorageError({ operation: "commit", detail: "the object was reloaded while the call ran" })
       )
-      : commits.stage(inst, run.label, cell, run.caller)
+      : commits.stage(inst, run.label, cell, run.caller, put)
+    if (keyed !== undefined && put !== undefined && staged !== undefined && !Exit.isExit(staged)) {
+      registry.keepReply(inst, keyed.key, {
+        payloadHash: keyed.hash,
+        exit: Exit.succeed(reply),
+        group: staged,
+        expiresAt: put.expiresAt
+      })
+    }
     registry.release(inst)
     if (inst.status !== "active") registry.reportLoadedUnsafe(run.caller)
     if (staged === undefined) return Exit.succeed(reply)
     if (Exit.isExit(staged)) return staged
-    return Effect.as(awaitGroup(staged), reply)
+    return Effect.as(awaitCommit(inst, run.label, staged), reply)
+  }
+
+  /**
+   * With the lock held: a keyed call failed with a typed error. Nothing it changed is kept, but its failure is
+   * stored (alone in a commit) so that a retry with the same key gets the same answer instead of running again.
+   */
+  const failKeyed = (
+    run: CallRun,
+    keyed: Keyed,
+    exit: Exit.Exit<unknown, unknown>
+  ): Effect.Effect<unknown, unknown> => {
+    const { inst } = run
+    const stored = keyed.replies.encode(exit)
+    if (stored === undefined || inst.epoch !== run.epoch || inst.status !== "active") {
+      registry.release(inst)
+      return exit
+    }
+    const put = replyPut(keyed, stored)
+    const staged = commits.stage(inst, run.label, makeCell(inst.state), run.caller, put)
+    if (staged === undefined || Exit.isExit(staged)) {
+      registry.release(inst)
+      return exit
+    }
+    registry.keepReply(inst, keyed.key, { payloadHash: keyed.hash, exit, group: staged, expiresAt: put.expiresAt })
+    registry.release(inst)
+    return Effect.andThen(awaitCommit(inst, run.label, staged), exit)
   }
 
   /** Ends a run that finished with `exit`: the one way every run ends. */
   const finish = (run: CallRun, exit: Exit.Exit<unknown, unknown>): Effect.Effect<unknown, unknown> => {
     if (Exit.isSuccess(exit)) return succeed(run, exit.value)
+    if (run.keyed !== undefined && isTypedFailure(exit.cause)) return failKeyed(run, run.keyed, exit)
     registry.release(run.inst)
     return user.failure(run.inst.id, run.label, exit.cause)
   }
+
+  /** A stored or kept reply of a keyed call, returned without running the handler (after the lock is released). */
+  const replay = (inst: Instance, label: string, keyed: Keyed, kept: KeptReply): Effect.Effect<unknown, unknown> => {
+    if (kept.payloadHash !== keyed.hash) {
+      return Exit.fail(new IdempotencyKeyMismatch({ objectType, objectId: inst.id, handler: label, key: keyed.key }))
+    }
+    return kept.group === undefined || kept.group.exit !== undefined
+      ? Effect.andThen(kept.group?.exit ?? Effect.void, kept.exit)
+      : Effect.andThen(awaitCommit(inst, label, kept.group), kept.exit)
+  }
+
+  /**
+   * With the lock held: the reply already known for a keyed call, kept in memory or read back from storage
+   * (then kept), or `undefined` when the key is new (or its reply expired).
+   */
+  const lookup = (inst: Instance, keyed: Keyed): Effect.Effect<KeptReply | undefined, unknown> =>
+    Effect.suspend(() => {
+      const now = clock.currentTimeMillisUnsafe()
+      const kept = registry.replyOf(inst, keyed.key, now)
+      if (kept !== undefined) return Effect.succeed(kept)
+      return Effect.flatMap(own.loadReply(objectType, inst.id, keyed.key, now), (stored) => {
+        if (stored === undefined) return Effect.succeed(undefined)
+        const decoded = keyed.replies.decode(stored.reply)
+        if (Result.isFailure(decoded)) {
+          return Effect.fail(
+            new StateDecodeError({
+              objectType,
+              objectId: inst.id,
+              issue: `the reply stored for idempotency key ${JSON.stringify(keyed.key)}: ${decoded.failure}`
+            })
+          )
+        }
+        const found: KeptReply = {
+          payloadHash: stored.payloadHash,
+          exit: decoded.success,
+          group: undefined,
+          expiresAt: stored.expiresAt
+        }
+        registry.keepReply(inst, keyed.key, found)
+        return Effect.succeed(found)
+      })
+    })
 
   /**
    * Waits for user code that suspended. The end of its fiber, not the caller, finishes the run, so the lock is
@@ -310,9 +459,10 @@ export const make = (
     chain: ReadonlyArray<string>,
     deadline: number,
     body: Body<unknown>,
-    restore: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E>
+    restore: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E>,
+    keyed?: Keyed | undefined
   ): Effect.Effect<unknown, unknown> => {
-    const run: CallRun = { inst, label, caller, epoch: inst.epoch, cell: makeCell(inst.state) }
+    const run: CallRun = { inst, label, caller, epoch: inst.epoch, cell: makeCell(inst.state), keyed }
     // User code's requirements are in the context it runs with (its caller's and the declared services).
     const child = Effect.runForkWith(user.context(caller, inst, chain))(
       Effect.suspend(() => body(inst, run.cell)) as Effect.Effect<unknown, unknown>
@@ -348,13 +498,33 @@ export const make = (
       })
     })
 
+  /**
+   * With the lock held: `ready`, and for a keyed call the reply already known for its key (then the handler
+   * does not run).
+   */
+  const readyFor = (
+    inst: Instance,
+    chain: ReadonlyArray<string>,
+    keyed: Keyed | undefined
+  ): Effect.Effect<typeof RETRY | undefined | KeptReply, unknown> =>
+    keyed === undefined
+      ? ready(inst, chain)
+      : Effect.flatMap(
+        ready(inst, chain),
+        (readied): Effect.Effect<typeof RETRY | undefined | KeptReply, unknown> =>
+          readied === RETRY ? Effect.succeed(RETRY) : Effect.flatMap(lookup(inst, keyed), (kept) =>
+            // Reading storage let an earlier commit fail meanwhile, dropping the copy: make it ready again.
+            kept === undefined && inst.status !== "active" ? readyFor(inst, chain, keyed) : Effect.succeed(kept))
+      )
+
   const exclusive = <A>(
     id: string,
     label: string,
     capacity: number,
     chain: ReadonlyArray<string>,
     body: Body<A>,
-    held?: { readonly inst: Instance; readonly deadline: number }
+    held?: { readonly inst: Instance; readonly deadline: number } | undefined,
+    keyed?: Keyed | undefined
   ): Effect.Effect<A, unknown> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.withFiber((fiber) => {
@@ -363,11 +533,11 @@ export const make = (
           let inst: Instance
           let deadline: number
           let ticket: Mailbox.Ticket | undefined
-          let prepared: Effect.Effect<typeof RETRY | undefined, unknown>
+          let prepared: Effect.Effect<typeof RETRY | undefined | KeptReply, unknown>
           if (holding !== undefined) {
             inst = holding.inst
             deadline = holding.deadline
-            prepared = ready(inst, chain)
+            prepared = readyFor(inst, chain, keyed)
           } else {
             if (registry.closing) return Exit.fail(new RuntimeShutdown({ objectType }))
             const refused = own.refuse(caller)
@@ -376,7 +546,10 @@ export const make = (
             deadline = clock.currentTimeMillisUnsafe() + options.callTimeoutMillis
             const waiting = Mailbox.makeTicket()
             ticket = waiting
-            prepared = Effect.andThen(Mailbox.acquire(inst, waiting, capacity, overloaded(inst)), ready(inst, chain))
+            prepared = Effect.andThen(
+              Mailbox.acquire(inst, waiting, capacity, overloaded(inst)),
+              readyFor(inst, chain, keyed)
+            )
           }
           return Effect.flatMap(Effect.exit(restore(withTimeout(inst, label, prepared, deadline))), (ready) => {
             // Failed while waiting in line: the lock was never ours.
@@ -389,7 +562,12 @@ export const make = (
               registry.release(inst)
               return attempt(undefined)
             }
-            return runLocked(caller, inst, label, chain, deadline, body as Body<unknown>, restore)
+            if (ready.value !== undefined) {
+              // A keyed call whose reply is known: it is not run again.
+              registry.release(inst)
+              return restore(replay(inst, label, keyed!, ready.value))
+            }
+            return runLocked(caller, inst, label, chain, deadline, body as Body<unknown>, restore, keyed)
           })
         }
         return attempt(held) as Effect.Effect<A, unknown>
@@ -458,7 +636,8 @@ export const make = (
     inst: Instance | undefined,
     handler: Prepared,
     payload: unknown,
-    start: number
+    start: number,
+    keyed: Keyed | undefined
   ): Effect.Effect<unknown, unknown> => {
     if (caller.refused !== undefined) return Exit.fail(caller.refused)
     const chain = caller.chain
@@ -466,9 +645,11 @@ export const make = (
     if (reentrant !== undefined) return Exit.fail(reentrant)
     const body: Body<unknown> = (inst, cell) => handler.spec.handle(payload, makeContext(inst.id, cell))
     if (
-      registry.closing || inst === undefined || inst.status !== "active" || inst.commits.length >= maxPendingCommits
+      keyed !== undefined || registry.closing || inst === undefined || inst.status !== "active" ||
+      inst.commits.length >= maxPendingCommits
     ) {
-      return exclusive(id, handler.name, options.mailboxCapacity, chain, body)
+      // A keyed call looks its key up first, which may read storage: the general path.
+      return exclusive(id, handler.name, options.mailboxCapacity, chain, body, undefined, keyed)
     }
     const deadline = start + options.callTimeoutMillis
     if (Mailbox.tryAcquire(inst)) return runLocked(fiber.context, inst, handler.name, chain, deadline, body, identity)
@@ -482,14 +663,15 @@ export const make = (
     id: string,
     inst: Instance | undefined,
     handler: Prepared,
-    payload: unknown
+    payload: unknown,
+    keyed: Keyed | undefined
   ): Effect.Effect<unknown, unknown> => {
     const caller = resolveCaller(fiber.context)
     const start = clock.currentTimeMillisUnsafe()
     // Whatever this step releases was last active now (one clock read fewer per call).
     const outerStep = registry.stepTime
     registry.stepTime = start
-    const result = execute(fiber, caller, id, inst, handler, payload, start)
+    const result = execute(fiber, caller, id, inst, handler, payload, start, keyed)
     registry.stepTime = outerStep
     if (Exit.isExit(result)) {
       record(handler, caller, start, result)
@@ -505,7 +687,7 @@ export const make = (
    * A call from `fiber`. Spans are only made when a tracer that can export them is installed: with Effect's
    * default in-memory tracer nobody can see them, and they would cost more than the call.
    */
-  const callFrom: Calls["callFrom"] = (fiber, id, name, input, encoded) => {
+  const callFrom: Calls["callFrom"] = (fiber, id, name, input, encoded, idempotencyKey) => {
     const handler = prepared.get(name)
     if (handler === undefined) {
       return Exit.fail(new UnknownHandler({ objectType, handler: String(name), known: handlerNames }))
@@ -532,13 +714,26 @@ export const make = (
       }
       payload = decoded.value
     }
+    let keyed: Keyed | undefined
+    if (idempotencyKey !== undefined) {
+      const keyError = Replies.checkKey(objectType, name, idempotencyKey)
+      if (keyError !== undefined) return Exit.fail(keyError)
+      const payloadJson = handler.replies.payloadJson(payload)
+      // The payload decoded with its schema, so it encodes with it.
+      if (Exit.isFailure(payloadJson)) return Effect.die(payloadJson.cause)
+      keyed = {
+        key: idempotencyKey,
+        hash: Replies.callHash(name, payloadJson.value),
+        replies: handler.replies
+      }
+    }
     const call = tracing(fiber)
       ? Effect.withSpan(
-        Effect.withFiber((fiber) => measured(fiber, id, registry.objects.get(id), handler, payload)),
+        Effect.withFiber((fiber) => measured(fiber, id, registry.objects.get(id), handler, payload, keyed)),
         Telemetry.spanCall,
         { attributes: { ...handler.attributes, [Telemetry.attributes.objectId]: id }, captureStackTrace: false }
       )
-      : measured(fiber, id, inst, handler, payload)
+      : measured(fiber, id, inst, handler, payload, keyed)
     if (!encoded || handler.encodeSuccess === undefined) return call
     const encodeSuccess = handler.encodeSuccess
     return Effect.flatMap(call, (reply) => {

@@ -14,7 +14,8 @@ import { Cause, Context, Effect, Exit, Fiber, Tracer } from "effect"
 import { HandlerDefect, StorageError } from "../Errors.ts"
 import type { Cell } from "./context.ts"
 import { type CommitError, type CommitGroup, type Instance, type Registry } from "./instance.ts"
-import type { SchedulerService, StorageService } from "./records.ts"
+import type * as Mailbox from "./mailbox.ts"
+import type { ReplyPut, SchedulerService, StorageService } from "./records.ts"
 
 /** Settles `group` with `exit`, releasing everyone waiting on it. */
 const settle = (group: CommitGroup, exit: Exit.Exit<void, CommitError>): void => {
@@ -35,6 +36,47 @@ export const awaitGroup = (group: CommitGroup): Effect.Effect<void, CommitError>
     })
   })
 
+/**
+ * Waits until `group` is durable (or failed), at most until `deadline` on `deadlines` (none: no bound); past it,
+ * gives up with `expired()`. Leaving the wait early leaves the commit alone.
+ */
+export const awaitGroupUntil = <E>(
+  group: CommitGroup,
+  deadlines: Mailbox.Deadlines | undefined,
+  deadline: number,
+  expired: () => E
+): Effect.Effect<void, CommitError | E> => {
+  if (group.exit !== undefined) return group.exit
+  if (deadlines === undefined || !Number.isFinite(deadline)) return awaitGroup(group)
+  return Effect.callback<void, CommitError | E>((resume) => {
+    if (group.exit !== undefined) return resume(group.exit)
+    const unwait = () => {
+      const index = group.waiters.indexOf(waiter)
+      if (index >= 0) group.waiters.splice(index, 1)
+    }
+    const entry: Mailbox.Deadline = {
+      deadline,
+      onExpire: () => {
+        unwait()
+        resume(Exit.fail(expired()))
+      },
+      deadlinePrev: undefined,
+      deadlineNext: undefined,
+      deadlineListed: false
+    }
+    const waiter = (exit: Exit.Exit<void, CommitError>) => {
+      deadlines.remove(entry)
+      resume(exit)
+    }
+    group.waiters.push(waiter)
+    deadlines.insert(entry)
+    return Effect.sync(() => {
+      unwait()
+      deadlines.remove(entry)
+    })
+  })
+}
+
 /** Storage as the runtime uses it: every operation in the runtime's own context (see the module's comment). */
 export interface OwnStorage {
   /** The context storage work started from a caller with `caller` runs in. */
@@ -45,6 +87,7 @@ export interface OwnStorage {
   readonly commit: StorageService["commit"]
   readonly listAlarms: StorageService["listAlarms"]
   readonly releaseAlarm: StorageService["releaseAlarm"]
+  readonly loadReply: StorageService["loadReply"]
 }
 
 /** `storage` with its work moved into `own`, the runtime's context. */
@@ -68,15 +111,16 @@ export const ownStorage = (storage: StorageService, own: Context.Context<never>)
     load: (objectType, objectId) => inOwn(storage.load(objectType, objectId)),
     commit: (write) => inOwn(storage.commit(write)),
     listAlarms: (objectType, objectId) => inOwn(storage.listAlarms(objectType, objectId)),
-    releaseAlarm: (release) => inOwn(storage.releaseAlarm(release))
+    releaseAlarm: (release) => inOwn(storage.releaseAlarm(release)),
+    loadReply: (objectType, objectId, key, now) => inOwn(storage.loadReply(objectType, objectId, key, now))
   }
 }
 
 /** The commit pipeline of one object type. */
 export interface Commits {
   /**
-   * Stages what user code left in `cell` (state and alarm changes, the removal of a fired alarm) as a commit of
-   * `inst`, applying it to the in-memory copy ahead of storage, and returns the group to wait for (`undefined`
+   * Stages what user code left in `cell` (state and alarm changes, the removal of a fired alarm), and the
+   * `reply` of a keyed call to store with it, as a commit of `inst`, applying it to the in-memory copy ahead of storage, and returns the group to wait for (`undefined`
    * when nothing changed and nothing is pending), or the failure. One synchronous step, run with the lock held;
    * a new drain starts on its own (not through an effect the caller might never run once interrupted).
    */
@@ -84,7 +128,8 @@ export interface Commits {
     inst: Instance,
     handler: string,
     cell: Cell,
-    caller: Context.Context<never>
+    caller: Context.Context<never>,
+    reply?: ReplyPut | undefined
   ) => CommitGroup | undefined | Exit.Exit<never, HandlerDefect>
   /** Stages `cell` and waits until it is durable: for hooks and administrative writes. */
   readonly commitCell: (inst: Instance, handler: string, cell: Cell) => Effect.Effect<void, CommitError | HandlerDefect>
@@ -128,7 +173,8 @@ export const make = (deps: {
         objectId: inst.id,
         expectedVersion: inst.version,
         state: group.json,
-        alarms: group.alarms
+        alarms: group.alarms,
+        replies: group.replies
       })
       const committed = group.context === context
         ? commit
@@ -137,6 +183,9 @@ export const make = (deps: {
         if (Exit.isSuccess(exit)) {
           registry.committed(inst, exit.value)
           if (group.wakeAt !== undefined) scheduler.wake(group.wakeAt)
+          if (group.replies !== undefined) {
+            for (const reply of group.replies) scheduler.repliesStored(reply.expiresAt)
+          }
           settle(group, Exit.void)
           return next()
         }
@@ -175,7 +224,7 @@ export const make = (deps: {
     }
   }
 
-  const stage: Commits["stage"] = (inst, handler, cell, caller) => {
+  const stage: Commits["stage"] = (inst, handler, cell, caller, reply) => {
     const ops = cell.alarms
     const alarmChanges = cell.fired !== undefined ||
       (ops !== undefined && (ops.removeAll || ops.remove.size > 0 || ops.put.size > 0))
@@ -203,9 +252,10 @@ export const make = (deps: {
     const commits = inst.commits
     const last = commits.length === 0 ? undefined : commits[commits.length - 1]
     registry.stage(inst, cell.state, json)
-    if (!stateChanged && !alarmChanges) return last
+    if (!stateChanged && !alarmChanges && reply === undefined) return last
     if (!alarmChanges && last !== undefined && !last.started && last.alarms === undefined) {
       last.json = json
+      if (reply !== undefined) (last.replies ??= []).push(reply)
       return last
     }
     let wakeAt: number | undefined
@@ -221,6 +271,7 @@ export const make = (deps: {
           put: puts
         }
         : undefined,
+      replies: reply === undefined ? undefined : [reply],
       waiters: [],
       exit: undefined,
       started: false,

@@ -79,8 +79,15 @@ export interface Options {
   readonly mailboxCapacity?: number | undefined
   /** Longest a call may wait and run (the commit excluded); then it gets `CallTimeout`. Default 5 seconds. */
   readonly callTimeout?: Duration.Input | undefined
+  /**
+   * Longest a call waits for the commit its reply depends on; then it gets `CommitTimeout` (the commit's
+   * outcome is unknown) and the object reloads from storage before its next call. Default: `callTimeout`.
+   */
+  readonly commitTimeout?: Duration.Input | undefined
   /** How failing alarm handlers are retried. Default: 6 retries from 2 seconds, doubling. */
   readonly alarmRetry?: RetryPolicy | undefined
+  /** How long the reply of a call made with an idempotency key is kept for retries. Default 24 hours. */
+  readonly idempotencyRetention?: Duration.Input | undefined
 }
 
 /**
@@ -94,7 +101,9 @@ export interface ResolvedOptions {
   readonly shutdownAfterMillis: number
   readonly mailboxCapacity: number
   readonly callTimeoutMillis: number
+  readonly commitTimeoutMillis: number
   readonly alarmRetry: RetryPolicy | undefined
+  readonly idempotencyRetentionMillis: number
 }
 
 /** @internal */
@@ -190,6 +199,20 @@ export type ErrorOf<E, K> = TypeOf<K extends keyof E ? E[K] : never, never>
 export type AnyErrorOf<E> = { readonly [K in keyof E]: TypeOf<E[K], never> }[keyof E]
 
 /**
+ * Options of one call.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CallOptions {
+  /**
+   * Makes the call's effect happen at most once per `(type, id, key)`: its reply is stored with the state it
+   * produced, and a later call with the same key gets that reply back without running the handler again.
+   */
+  readonly idempotencyKey?: string | undefined
+}
+
+/**
  * The service one object type's runtime provides, typed by its definition's handlers (`P` payloads, `A`
  * replies, `E` errors) and alarms (`AP` payloads).
  *
@@ -205,14 +228,19 @@ export interface ObjectRuntime<P = any, A = any, E = any, AP = any> {
   readonly callEncoded: (
     id: string,
     handler: string,
-    payload: unknown
+    payload: unknown,
+    options?: CallOptions | undefined
   ) => Effect.Effect<unknown, DurableObjectError | AnyErrorOf<E>>
-  /** `call` from inside `fiber`, by a handler name known to exist (the client's path: one step fewer). */
+  /**
+   * `call` from inside `fiber` (the client's path: one step fewer), made at most once per `idempotencyKey`
+   * when one is given.
+   */
   readonly callFrom: (
     fiber: Fiber.Fiber<unknown, unknown>,
     id: string,
     handler: string,
-    payload: unknown
+    payload: unknown,
+    idempotencyKey?: string | undefined
   ) => Effect.Effect<unknown, unknown>
   readonly stop: (id: string) => Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict | HandlerDefect>
   readonly delete: (id: string) => Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict>
@@ -234,7 +262,8 @@ const defaultOptions = {
   hibernateAfter: "5 minutes",
   shutdownAfter: "1 hour",
   mailboxCapacity: 1024,
-  callTimeout: "5 seconds"
+  callTimeout: "5 seconds",
+  idempotencyRetention: "24 hours"
 } as const
 
 const toMillis = (input: Duration.Input, option: string): number => {
@@ -249,11 +278,19 @@ export const resolveOptions = (options: Options | undefined): ResolvedOptions =>
   if (!Number.isInteger(capacity) || capacity < 0) {
     throw new TypeError("durable-object: option mailboxCapacity must be a non-negative integer")
   }
+  const callTimeoutMillis = toMillis(options?.callTimeout ?? defaultOptions.callTimeout, "callTimeout")
   return {
     hibernateAfterMillis: toMillis(options?.hibernateAfter ?? defaultOptions.hibernateAfter, "hibernateAfter"),
     shutdownAfterMillis: toMillis(options?.shutdownAfter ?? defaultOptions.shutdownAfter, "shutdownAfter"),
     mailboxCapacity: capacity,
-    callTimeoutMillis: toMillis(options?.callTimeout ?? defaultOptions.callTimeout, "callTimeout"),
-    alarmRetry: options?.alarmRetry
+    callTimeoutMillis,
+    commitTimeoutMillis: options?.commitTimeout === undefined
+      ? callTimeoutMillis
+      : toMillis(options.commitTimeout, "commitTimeout"),
+    alarmRetry: options?.alarmRetry,
+    idempotencyRetentionMillis: toMillis(
+      options?.idempotencyRetention ?? defaultOptions.idempotencyRetention,
+      "idempotencyRetention"
+    )
   }
 }

@@ -25,7 +25,7 @@ import type { AlarmClaimLost, StorageError, VersionConflict } from "../Errors.ts
 import * as Telemetry from "../Telemetry.ts"
 import { IdleList, type IdleNode } from "./idleList.ts"
 import * as Mailbox from "./mailbox.ts"
-import type { AlarmChanges } from "./records.ts"
+import type { AlarmChanges, ReplyPut } from "./records.ts"
 import type { JsonCodec } from "./stateCodec.ts"
 import type { Identity } from "./userCode.ts"
 
@@ -40,6 +40,8 @@ export type CommitError = StorageError | VersionConflict | AlarmClaimLost
 export interface CommitGroup {
   json: string
   readonly alarms: AlarmChanges | undefined
+  /** Replies of calls made with idempotency keys, stored with this state. */
+  replies: Array<ReplyPut> | undefined
   readonly waiters: Array<(exit: Exit.Exit<void, CommitError>) => void>
   exit: Exit.Exit<void, CommitError> | undefined
   started: boolean
@@ -50,6 +52,17 @@ export interface CommitGroup {
 }
 
 export type InstanceStatus = "unloaded" | "active" | "hibernated" | "stopped"
+
+/**
+ * The reply of a call made with an idempotency key, as this runtime knows it: from its own run (durable once
+ * `group` is, or `group` is `undefined`) or read back from storage.
+ */
+export interface KeptReply {
+  readonly payloadHash: string
+  readonly exit: Exit.Exit<unknown, unknown>
+  readonly group: CommitGroup | undefined
+  readonly expiresAt: number
+}
 
 export interface Instance extends Mailbox.Mailbox, IdleNode, Identity {
   status: InstanceStatus
@@ -69,6 +82,8 @@ export interface Instance extends Mailbox.Mailbox, IdleNode, Identity {
   draining: object | undefined
   /** Why the last speculative chain was rolled back (the runs built on it fail with it). */
   rollback: { readonly epoch: number; readonly error: CommitError } | undefined
+  /** Replies of keyed calls known in memory, by key (part of the in-memory copy: dropped with it). */
+  replies: Map<string, KeptReply> | undefined
 }
 
 /** Whether `inst` holds a loaded copy (active or hibernated). */
@@ -134,6 +149,7 @@ export class Registry {
         commits: [],
         draining: undefined,
         rollback: undefined,
+        replies: undefined,
         busy: false,
         waiters: undefined,
         idlePrev: undefined,
@@ -175,6 +191,7 @@ export class Registry {
     if (isLoaded(inst)) this.loaded--
     inst.status = "unloaded"
     inst.state = undefined
+    inst.replies = undefined
     inst.epoch++
     this.idleActive.remove(inst)
     this.idleHibernated.remove(inst)
@@ -201,6 +218,7 @@ export class Registry {
   /** Hibernates an idle active instance: only its JSON stays in memory. */
   hibernate(inst: Instance): void {
     inst.state = undefined
+    inst.replies = undefined
     inst.status = "hibernated"
     this.idleHibernated.insert(inst, inst.lastActive)
   }
@@ -286,6 +304,19 @@ export class Registry {
     const abandoned = inst.commits.splice(0)
     this.unload(inst)
     return abandoned
+  }
+
+  /** The reply kept for `key` that has not expired by `now`, if any. */
+  replyOf(inst: Instance, key: string, now: number): KeptReply | undefined {
+    const kept = inst.replies?.get(key)
+    if (kept === undefined || kept.expiresAt > now) return kept
+    inst.replies!.delete(key)
+    return undefined
+  }
+
+  /** Keeps the reply of a keyed call for later calls with the same key (while the copy lives). */
+  keepReply(inst: Instance, key: string, reply: KeptReply): void {
+    ;(inst.replies ??= new Map()).set(key, reply)
   }
 
   /** The drain with `token` ended; returns whether it still owned the queue. */

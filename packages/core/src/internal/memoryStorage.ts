@@ -7,7 +7,7 @@
 import { Effect } from "effect"
 import { AlarmClaimLost, StorageError, VersionConflict } from "../Errors.ts"
 import * as Heap from "./heap.ts"
-import type { AlarmRecord, ClaimedAlarm, StorageService } from "./records.ts"
+import type { AlarmRecord, ClaimedAlarm, StorageService, StoredReply } from "./records.ts"
 
 interface MemoryObject {
   state: string
@@ -61,9 +61,43 @@ const leasedBefore = (a: MemoryAlarm, b: MemoryAlarm) => leaseEnd(a) < leaseEnd(
  * @since 0.1.0
  * @category constructors
  */
+/** A stored reply, with where it is stored (to remove it when it expires). */
+interface MemoryReply extends Heap.HeapItem {
+  readonly objectType: string
+  readonly objectId: string
+  readonly key: string
+  readonly reply: StoredReply
+}
+
 export const make: Effect.Effect<StorageService> = Effect.sync(() => {
   const types = new Map<string, TypeStore>()
   let seq = 0
+  // Replies by object (type, then id, then key), and all of them by expiry for the purge.
+  const replies = new Map<string, Map<string, Map<string, MemoryReply>>>()
+  const byExpiry = Heap.make<MemoryReply>((a, b) => a.reply.expiresAt < b.reply.expiresAt)
+
+  const repliesOf = (objectType: string, objectId: string, create: boolean) => {
+    let forType = replies.get(objectType)
+    if (forType === undefined) {
+      if (!create) return undefined
+      forType = new Map()
+      replies.set(objectType, forType)
+    }
+    let forObject = forType.get(objectId)
+    if (forObject === undefined && create) {
+      forObject = new Map()
+      forType.set(objectId, forObject)
+    }
+    return forObject
+  }
+
+  const dropReply = (entry: MemoryReply) => {
+    const forType = replies.get(entry.objectType)
+    const forObject = forType?.get(entry.objectId)
+    if (forObject?.get(entry.key) !== entry) return
+    forObject.delete(entry.key)
+    if (forObject.size === 0) forType!.delete(entry.objectId)
+  }
 
   const typeStore = (objectType: string): TypeStore => {
     let store = types.get(objectType)
@@ -89,6 +123,24 @@ export const make: Effect.Effect<StorageService> = Effect.sync(() => {
   }
 
   return ({
+    loadReply: (objectType, objectId, key, now) =>
+      Effect.sync(() => {
+        const entry = repliesOf(objectType, objectId, false)?.get(key)
+        return entry === undefined || entry.reply.expiresAt <= now ? undefined : entry.reply
+      }),
+    purgeReplies: (now, limit) =>
+      Effect.sync(() => {
+        let removed = 0
+        let head = byExpiry.peek()
+        while (head !== undefined && head.reply.expiresAt <= now && removed < limit) {
+          byExpiry.pop()
+          dropReply(head)
+          removed++
+          head = byExpiry.peek()
+        }
+        return removed
+      }),
+    nextReplyExpiry: Effect.sync(() => byExpiry.peek()?.reply.expiresAt),
     load: (objectType, objectId) =>
       Effect.sync(() => {
         const stored = types.get(objectType)?.objects.get(objectId)
@@ -126,7 +178,28 @@ export const make: Effect.Effect<StorageService> = Effect.sync(() => {
           store.objects.delete(id)
           if (forObject !== undefined) { for (const alarm of forObject.values()) unindex(store, alarm) }
           store.alarms.delete(id)
+          const stale = repliesOf(write.objectType, id, false)
+          if (stale !== undefined) {
+            for (const entry of stale.values()) byExpiry.remove(entry)
+            replies.get(write.objectType)!.delete(id)
+          }
           return Effect.succeed(0)
+        }
+        if (write.replies !== undefined && write.replies.length > 0) {
+          const forReplies = repliesOf(write.objectType, id, true)!
+          for (const put of write.replies) {
+            const previous = forReplies.get(put.key)
+            if (previous !== undefined) byExpiry.remove(previous)
+            const entry: MemoryReply = {
+              objectType: write.objectType,
+              objectId: id,
+              key: put.key,
+              reply: { payloadHash: put.payloadHash, reply: put.reply, expiresAt: put.expiresAt },
+              heapIndex: -1
+            }
+            forReplies.set(put.key, entry)
+            byExpiry.push(entry)
+          }
         }
         const version = actual + 1
         if (stored === undefined) store.objects.set(id, { state: write.state, version })

@@ -70,6 +70,8 @@ export interface ClaimedAlarm extends AlarmRecord {
  * - `expectedVersion` is the version the changes were computed from (0: the object had no stored row).
  * - `state` is the new state as JSON text, or `null` to delete the object together with all its alarms.
  * - `alarms` are replaced by name (`put`) or removed by name (`remove`), after `removeAll` when set.
+ * - `replies` are the stored replies of calls made with idempotency keys (replacing any stored under the same
+ *   key), committed with the state they produced. A delete removes the object's replies too.
  *
  * @since 0.1.0
  * @category models
@@ -80,6 +82,33 @@ export interface WriteSet {
   readonly expectedVersion: number
   readonly state: string | null
   readonly alarms?: AlarmChanges | undefined
+  readonly replies?: ReadonlyArray<ReplyPut> | undefined
+}
+
+/**
+ * The stored reply of a call made with an idempotency key: a later call with the same key gets it back
+ * instead of running again.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoredReply {
+  /** A hash of the call's handler and encoded payload: a key reused for another call is refused. */
+  readonly payloadHash: string
+  /** The reply as JSON text: `{"_tag":"Success","value":…}` or `{"_tag":"Failure","error":…}`, encoded. */
+  readonly reply: string
+  /** When the reply may be forgotten (epoch ms). */
+  readonly expiresAt: number
+}
+
+/**
+ * A reply to store under its idempotency key.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ReplyPut extends StoredReply {
+  readonly key: string
 }
 
 /**
@@ -162,6 +191,20 @@ export interface StorageService {
    * so schedulers wake before their next poll (PostgreSQL: LISTEN/NOTIFY). Without it, alarms written by
    * other processes are found by polling.
    */
+  /** The reply stored under `key` for an object, or `undefined` (none, or expired by `now`). */
+  readonly loadReply: (
+    objectType: string,
+    objectId: string,
+    key: string,
+    now: number
+  ) => Effect.Effect<StoredReply | undefined, StorageError>
+  /**
+   * Removes up to `limit` replies that expired by `now`, oldest first (through an index: never a scan of all
+   * replies); returns how many it removed.
+   */
+  readonly purgeReplies: (now: number, limit: number) => Effect.Effect<number, StorageError>
+  /** When the earliest stored reply expires (through the expiry index), or `undefined` when none is stored. */
+  readonly nextReplyExpiry: Effect.Effect<number | undefined, StorageError>
   readonly watchAlarms?:
     | ((onAlarm: (fireAt: number) => void) => Effect.Effect<void, never, Scope.Scope>)
     | undefined
@@ -198,4 +241,6 @@ export interface SchedulerService {
   ) => Effect.Effect<void, never, Scope.Scope>
   /** Tells the scheduler an alarm was scheduled at `fireAt` in this process, so it wakes in time for it. */
   readonly wake: (fireAt: number) => void
+  /** Tells the scheduler a reply expiring at `expiresAt` was stored, so it purges it in time. */
+  readonly repliesStored: (expiresAt: number) => void
 }

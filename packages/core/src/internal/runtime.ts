@@ -48,7 +48,9 @@ export const make = (def: DefinitionSpec): Effect.Effect<ObjectRuntime, never, S
     const objectType = def.name
     const options = def.options
 
-    const timer = Number.isFinite(options.callTimeoutMillis) ? Mailbox.makeDeadlineTimer(clock) : undefined
+    const timer = Number.isFinite(options.callTimeoutMillis) || Number.isFinite(options.commitTimeoutMillis)
+      ? Mailbox.makeDeadlineTimer(clock)
+      : undefined
     const registry = new Registry({
       objectType,
       clock,
@@ -100,9 +102,10 @@ export const make = (def: DefinitionSpec): Effect.Effect<ObjectRuntime, never, S
     return {
       call: (id, handler, ...payload) =>
         Effect.withFiber((fiber) => calls.callFrom(fiber, id, handler, payload[0], false)),
-      callEncoded: (id, handler, payload) =>
-        Effect.withFiber((fiber) => calls.callFrom(fiber, id, handler, payload, true)),
-      callFrom: (fiber, id, handler, payload) => calls.callFrom(fiber, id, handler, payload, false),
+      callEncoded: (id, handler, payload, callOptions) =>
+        Effect.withFiber((fiber) => calls.callFrom(fiber, id, handler, payload, true, callOptions?.idempotencyKey)),
+      callFrom: (fiber, id, handler, payload, idempotencyKey) =>
+        calls.callFrom(fiber, id, handler, payload, false, idempotencyKey),
       stop: lifecycle.stop,
       delete: lifecycle.delete,
       status: lifecycle.status,

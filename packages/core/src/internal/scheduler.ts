@@ -26,6 +26,24 @@ const readFailures = {
   alarm_next: Metric.withAttributes(Telemetry.backgroundFailures, { operation: "alarm_next" })
 } satisfies Partial<Record<Telemetry.BackgroundOperation, Metric.Metric<number, unknown>>>
 
+/**
+ * Expired replies of keyed calls are removed when the earliest one is due, at most once per `purgeGapMillis`
+ * (so a steady stream of expiries costs one purge a minute, not one per reply), `purgeBatch` per statement.
+ */
+const purgeGapMillis = 60_000
+const purgeBatch = 1000
+
+const purgeFailures = Metric.withAttributes(Telemetry.backgroundFailures, { operation: "reply_purge" })
+
+/** The purge of expired replies failed: counted and logged; it is retried a minute later. */
+const purgeFailed = (what: string) => (cause: Cause.Cause<unknown>) =>
+  Effect.andThen(
+    Metric.update(purgeFailures, 1),
+    Effect.logWarning(`durable-object: could not ${what}; retrying in a minute`).pipe(
+      Effect.annotateLogs({ cause: Cause.pretty(cause) })
+    )
+  )
+
 /** A read of due alarms failed: counted (no caller can be told) and logged with its cause. */
 const readFailed = (operation: keyof typeof readFailures, retryMillis: number) => (cause: Cause.Cause<unknown>) =>
   Effect.andThen(
@@ -161,7 +179,50 @@ export const make = (
       }
     })
 
+    // Expired replies of keyed calls go in batches, through the storage's expiry index, when the earliest is
+    // due. With none stored, the purge waits to hear of one: it never wakes on a timer for nothing.
+    const purgeSignal = Latch.makeUnsafe(false)
+    let purgeSleepsUntil = Infinity
+    const repliesStored = (expiresAt: number) => {
+      if (expiresAt < purgeSleepsUntil) purgeSignal.openUnsafe()
+    }
+    const purge = Effect.gen(function*() {
+      let notBefore = 0
+      while (true) {
+        purgeSignal.closeUnsafe()
+        const next = yield* Effect.exit(storage.nextReplyExpiry)
+        if (Exit.isFailure(next)) {
+          yield* purgeFailed("read when the next reply expires")(next.cause)
+          yield* Effect.sleep(purgeGapMillis)
+          continue
+        }
+        const now = clock.currentTimeMillisUnsafe()
+        const at = next.value === undefined ? Infinity : Math.max(next.value, notBefore)
+        if (at > now) {
+          purgeSleepsUntil = at
+          yield* (Number.isFinite(at)
+            ? Effect.raceFirst(Effect.sleep(at - now), purgeSignal.await)
+            : purgeSignal.await).pipe(Effect.ensuring(Effect.sync(() => {
+              purgeSleepsUntil = Infinity
+            })))
+          continue
+        }
+        notBefore = now + purgeGapMillis
+        let removed = purgeBatch
+        while (removed >= purgeBatch) {
+          const purged = yield* Effect.exit(storage.purgeReplies(clock.currentTimeMillisUnsafe(), purgeBatch))
+          if (Exit.isFailure(purged)) {
+            yield* purgeFailed("remove expired replies")(purged.cause)
+            break
+          }
+          removed = purged.value
+          yield* Effect.yieldNow
+        }
+      }
+    })
+
     yield* Effect.forkScoped(loop)
+    yield* Effect.forkScoped(purge)
     if (storage.watchAlarms !== undefined) yield* storage.watchAlarms(wake)
 
     return {
@@ -176,6 +237,7 @@ export const make = (
               if (handlers.get(objectType) === fire) handlers.delete(objectType)
             })
         ),
-      wake
+      wake,
+      repliesStored
     }
   })

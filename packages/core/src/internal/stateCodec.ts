@@ -15,6 +15,10 @@ export interface JsonCodec {
   readonly encode: (value: unknown) => Exit.Exit<string, Schema.SchemaError>
   /** Decodes JSON text; fails when it does not decode with the schema, dies when it is not JSON at all. */
   readonly decode: (text: string) => Exit.Exit<unknown, Schema.SchemaError>
+  /** Encodes a value to its JSON form (a value `JSON.stringify` can write), for nesting in other JSON. */
+  readonly toJson: (value: unknown) => Exit.Exit<unknown, Schema.SchemaError>
+  /** Decodes a value from its JSON form (as `JSON.parse` read it). */
+  readonly fromJson: (json: unknown) => Exit.Exit<unknown, Schema.SchemaError>
 }
 
 /** The codec of `schema`'s JSON form. */
@@ -23,6 +27,8 @@ export const make = (schema: Schema.Top): JsonCodec => {
   const encodeValue = Schema.encodeUnknownExit(codec)
   const decodeValue = Schema.decodeUnknownExit(codec)
   return {
+    toJson: encodeValue,
+    fromJson: decodeValue,
     encode: (value) => {
       const encoded = encodeValue(value)
       if (Exit.isFailure(encoded)) return Exit.failCause(encoded.cause)
@@ -42,5 +48,7 @@ export const make = (schema: Schema.Top): JsonCodec => {
 /** The codec of a value that has no schema: always stored as `null`, read back as `undefined`. */
 export const none: JsonCodec = {
   encode: () => Exit.succeed("null"),
-  decode: () => Exit.succeed(undefined)
+  decode: () => Exit.succeed(undefined),
+  toJson: () => Exit.succeed(null),
+  fromJson: () => Exit.succeed(undefined)
 }
