@@ -29,6 +29,7 @@ import {
 import { tmpdir } from "node:os"
 import { delimiter, join, relative } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { sourceCondition } from "../../vitest.shared.ts"
 
 const repoRoot = realpathSync(join(import.meta.dirname, "..", ".."))
 const fixture = join(import.meta.dirname, "fixture")
@@ -195,6 +196,26 @@ beforeAll(() => {
 afterAll(() => {
   console.log(`consumer test: ${timings.join(", ")}${project === "" ? "" : ` (project ${project})`}`)
   if (project !== "" && process.env.KEEP_CONSUMER !== "1") rmSync(project, { recursive: true, force: true })
+})
+
+describe("inside the repository", () => {
+  it("every tool resolves our packages from source through the same condition, placed first in each export", () => {
+    const tsconfig = readFileSync(join(repoRoot, "tsconfig.json"), "utf8")
+    expect(tsconfig).toContain(`"customConditions": ["${sourceCondition}"]`)
+    expect(readFileSync(join(repoRoot, ".npmrc"), "utf8")).toContain(`node-options=--conditions=${sourceCondition}`)
+    for (const { manifest } of libraries) {
+      for (const [subpath, target] of Object.entries(manifest.exports as Record<string, unknown>)) {
+        if (target === null || typeof target === "string") continue
+        expect(Object.keys(target as object), `${manifest.name} ${subpath}`).toEqual([
+          sourceCondition,
+          "types",
+          "import",
+          "default"
+        ])
+      }
+      expect(manifest.exports["./internal/*"], manifest.name).toBeNull()
+    }
+  })
 })
 
 describe("the packed packages", () => {
