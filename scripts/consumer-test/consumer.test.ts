@@ -27,7 +27,7 @@ import {
   writeFileSync
 } from "node:fs"
 import { tmpdir } from "node:os"
-import { delimiter, join, relative } from "node:path"
+import { delimiter, dirname, join, relative } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { sourceCondition } from "../../vitest.shared.ts"
 
@@ -235,7 +235,7 @@ describe("the packed packages", () => {
         expect(paths.has(file), `${pkg.name}: ${file}`).toBe(true)
       }
       const unexpected = [...paths].filter((p) =>
-        !["package.json", "README.md", "LICENSE"].includes(p) && !/^(dist|src)\//.test(p)
+        !["package.json", "README.md", "LICENSE", "CHANGELOG.md"].includes(p) && !/^(dist|src)\//.test(p)
       )
       expect(unexpected, `${pkg.name}: files outside dist/ and src/`).toEqual([])
       expect([...paths].filter((p) => /(^|\/)test\/|\.test\.|tsbuildinfo/.test(p)), pkg.name).toEqual([])
@@ -254,6 +254,22 @@ describe("the packed packages", () => {
       )
       expect(resolved.status, output(resolved)).toBe(0)
       expect(resolved.stdout.trim()).toBe(`file://${join(dir, "dist", "index.js")}`)
+    }
+  })
+
+  it("have source maps and declaration maps that point at sources shipped in the package", () => {
+    for (const pkg of packed) {
+      const root = join(project, "node_modules", ...pkg.name.split("/"))
+      const maps = pkg.files.filter((f) => f.path.endsWith(".map")).map((f) => f.path)
+      expect(maps.length, pkg.name).toBeGreaterThan(0)
+      for (const map of maps) {
+        const sources = readJson(join(root, map)).sources as Array<string>
+        expect(sources.length, map).toBeGreaterThan(0)
+        for (const source of sources) {
+          const target = join(root, dirname(map), source)
+          expect(target.startsWith(join(root, "src")) && existsSync(target), `${pkg.name}/${map}: ${source}`).toBe(true)
+        }
+      }
     }
   })
 
