@@ -1,5 +1,6 @@
 import { defineConfig } from "vitest/config"
 import projects from "./vitest.workspace.ts"
+import "./vitest.shared.ts"
 
 export default defineConfig({
   test: {

@@ -1,6 +1,8 @@
 import { defineProject } from "vitest/config"
+import { fromSource } from "../../vitest.shared.ts"
 
 export default defineProject({
+  ...fromSource,
   test: {
     name: "bench",
     include: ["test/**/*.test.ts"],

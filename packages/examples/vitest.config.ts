@@ -1,6 +1,8 @@
 import { defineProject } from "vitest/config"
+import { fromSource } from "../../vitest.shared.ts"
 
 export default defineProject({
+  ...fromSource,
   test: {
     name: "examples",
     // The demo's smoke test, and the documentation's snippets that are tests (docs/snippets/*.test.ts), so the
