@@ -216,7 +216,8 @@ const runCommand = (command: string, args: ReadonlyArray<string>, env: Record<st
   Effect.gen(function*() {
     const spawner = yield* ChildProcessSpawner.ChildProcessSpawner
     const code = yield* spawner.exitCode(
-      ChildProcess.make(command, args, { cwd: repoRoot, env, stdout: "inherit", stderr: "inherit" })
+      // The parent's environment too (NODE_OPTIONS carries the source condition: scenarios run from source).
+      ChildProcess.make(command, args, { cwd: repoRoot, env, extendEnv: true, stdout: "inherit", stderr: "inherit" })
     )
     if (code !== 0) return yield* new BenchError({ message: `exited with ${code}` })
   }).pipe(Effect.catchTag("PlatformError", (error) => Effect.fail(new BenchError({ message: error.message }))))
