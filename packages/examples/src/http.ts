@@ -28,7 +28,13 @@ interface Exposed {
   readonly errorStatus: Readonly<Record<string, number>>
   /** Status of a successful reply. */
   readonly replyStatus: (handler: string, reply: unknown) => number
-  readonly call: (id: string, handler: string, payload: unknown) => Effect.Effect<unknown, unknown, ObjectRuntimes>
+  /** Calls a handler; with an idempotency key, at most once per key (the `Idempotency-Key` header). */
+  readonly call: (
+    id: string,
+    handler: string,
+    payload: unknown,
+    idempotencyKey: string | undefined
+  ) => Effect.Effect<unknown, unknown, ObjectRuntimes>
   readonly status: (id: string) => Effect.Effect<DurableObject.Status, never, ObjectRuntimes>
   readonly alarms: (
     id: string
@@ -50,7 +56,8 @@ const expose = <D extends DurableObject.AnyDefinition>(
   definition,
   errorStatus: options.errorStatus ?? {},
   replyStatus: options.replyStatus ?? (() => 200),
-  call: (id: string, handler: string, payload: unknown) => DurableObject.callEncoded(definition, id, handler, payload),
+  call: (id, handler, payload, idempotencyKey) =>
+    DurableObject.callEncoded(definition, id, handler, payload, { idempotencyKey }),
   status: (id: string) => DurableObject.status(definition, id),
   alarms: (id: string) => DurableObject.listAlarms(definition, id),
   remove: (id: string) => DurableObject.delete(definition, id)
@@ -173,7 +180,9 @@ const callHandler = Effect.gen(function*() {
   const object = findObject(type)
   if (object === undefined) return unknownType(type)
   const payload = yield* jsonBody
-  const exit = yield* Effect.exit(object.call(id, handler, payload))
+  // The usual convention for safe retries of unsafe requests: the same key, the same effect, once.
+  const idempotencyKey = (yield* HttpServerRequest.HttpServerRequest).headers["idempotency-key"]
+  const exit = yield* Effect.exit(object.call(id, handler, payload, idempotencyKey))
   if (Exit.isSuccess(exit)) {
     return reply(object.replyStatus(handler, exit.value), { result: exit.value ?? null })
   }

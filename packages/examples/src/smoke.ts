@@ -44,10 +44,16 @@ interface Reply {
 const settings = { rateLimitWindow: Duration.seconds(2), cartTtl: Duration.seconds(1) }
 
 /** Calls the server at `base`; the body is sent as is (so a test can send broken JSON). */
-const http = (base: string) => (method: "GET" | "POST" | "DELETE", path: string, body?: string) =>
+const http = (base: string) =>
+(
+  method: "GET" | "POST" | "DELETE",
+  path: string,
+  body?: string,
+  headers?: Readonly<Record<string, string>>
+) =>
   Effect.gen(function*() {
     const client = yield* HttpClient.HttpClient
-    const request = HttpClientRequest.make(method)(`${base}${path}`)
+    const request = HttpClientRequest.make(method)(`${base}${path}`, headers === undefined ? undefined : { headers })
     const response = yield* client.execute(
       body === undefined ? request : HttpClientRequest.bodyText(request, body, "application/json")
     )
@@ -162,9 +168,17 @@ const secondRun = (base: string) =>
         r.status === 200 && r.body.result === "allowed"
     )
     yield* call("POST", "/cart/smoke/add", `{"sku": "pear", "quantity": 1}`)
-    yield* expect("checkout takes an order number from the counter", yield* call("POST", "/cart/smoke/checkout"), (
-      r
-    ) => r.status === 200 && r.body.result.orderNumber === 1 && r.body.result.lines[0].sku === "pear")
+    const order = { "Idempotency-Key": "smoke-order-1" }
+    yield* expect(
+      "checkout takes an order number from the counter",
+      yield* call("POST", "/cart/smoke/checkout", undefined, order),
+      (r) => r.status === 200 && r.body.result.orderNumber === 1 && r.body.result.lines[0].sku === "pear"
+    )
+    yield* expect(
+      "a checkout retried with its Idempotency-Key gets the same order, not a second one",
+      yield* call("POST", "/cart/smoke/checkout", undefined, order),
+      (r) => r.status === 200 && r.body.result.orderNumber === 1 && r.body.result.lines[0].sku === "pear"
+    )
   })
 
 /** The database to run on: PostgreSQL under throwaway table names with `DATABASE_URL`, else a temp SQLite file. */
