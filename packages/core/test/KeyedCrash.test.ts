@@ -28,6 +28,8 @@ interface Attempt {
   readonly done: boolean
 }
 
+const total = (counts: Map<string, number>) => Array.from(counts.values()).reduce((a, b) => a + b, 0)
+
 const randomInt = (min: number, max: number) => min + Math.floor(Math.random() * (max - min + 1))
 
 /** One worker on `ops`: killed after a random time or number of acks when `kill`, else run until `done`. */
@@ -101,7 +103,6 @@ const suite = (backend: Backend) =>
             }
             return counts
           }).pipe(Effect.provideContext(storage))
-          const total = (counts: Map<string, number>) => Array.from(counts.values()).reduce((a, b) => a + b, 0)
 
           const acked = new Map<string, number>()
           let pending: ReadonlyArray<Op> = all
