@@ -27,7 +27,7 @@ import {
 import * as Telemetry from "../Telemetry.ts"
 import { awaitGroupUntil } from "./commit.ts"
 import { type Cell, makeCell } from "./context.ts"
-import type { AnyHandler } from "./definition.ts"
+import type { AnyHandler, ObjectContext } from "./definition.ts"
 import type { CommitGroup, Instance, KeptReply } from "./instance.ts"
 import * as Mailbox from "./mailbox.ts"
 import type { RuntimeParts } from "./parts.ts"
@@ -92,9 +92,16 @@ interface Prepared {
   readonly duration: Metric.Metric<number, unknown>
   /** How replies of keyed calls are stored. */
   readonly replies: Replies.ReplyCodec
+  /** Runs the handler on a run's cell with the call's payload as input. */
+  readonly body: Body<unknown>
 }
 
-const prepare = (objectType: string, name: string, spec: AnyHandler): Prepared => {
+const prepare = (
+  objectType: string,
+  name: string,
+  spec: AnyHandler,
+  makeContext: (id: string, cell: Cell) => ObjectContext<unknown, any>
+): Prepared => {
   const payload = spec.payload
   const success = spec.success
   const attributes = { object_type: objectType, handler: name }
@@ -115,7 +122,8 @@ const prepare = (objectType: string, name: string, spec: AnyHandler): Prepared =
     attributes: { [Telemetry.attributes.objectType]: objectType, [Telemetry.attributes.handler]: name },
     outcomes,
     duration: Telemetry.callSeries(attributes).duration,
-    replies: Replies.codec(spec)
+    replies: Replies.codec(spec),
+    body: (inst, cell, payload) => spec.handle(payload, makeContext(inst.id, cell))
   }
 }
 
@@ -143,7 +151,7 @@ const metricContext = (context: Context.Context<never>): Context.Context<never> 
 const identity = <A, E>(effect: Effect.Effect<A, E>) => effect
 
 /** User code run under an object's lock: it gets a private cell of the object's state to change. */
-export type Body<A> = (inst: Instance, cell: Cell) => Effect.Effect<A, unknown, unknown>
+export type Body<A> = (inst: Instance, cell: Cell, input: unknown) => Effect.Effect<A, unknown, unknown>
 
 /** One run of user code under an object's lock, from its start to its end (`finish`). */
 interface CallRun {
@@ -208,7 +216,9 @@ export const make = (
   const maxPendingCommits = Math.max(1, options.mailboxCapacity)
 
   const prepared = new Map<string, Prepared>()
-  for (const [name, spec] of Object.entries(def.handlers)) prepared.set(name, prepare(objectType, name, spec))
+  for (const [name, spec] of Object.entries(def.handlers)) {
+    prepared.set(name, prepare(objectType, name, spec, makeContext))
+  }
   const handlerNames = Array.from(prepared.keys())
   // Runs that suspended under a lock (only those can hold one for long).
   const suspended = new Set<Fiber.Fiber<unknown, unknown>>()
@@ -459,13 +469,14 @@ export const make = (
     chain: ReadonlyArray<string>,
     deadline: number,
     body: Body<unknown>,
+    input: unknown,
     restore: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E>,
     keyed?: Keyed | undefined
   ): Effect.Effect<unknown, unknown> => {
     const run: CallRun = { inst, label, caller, epoch: inst.epoch, cell: makeCell(inst.state), keyed }
     // User code's requirements are in the context it runs with (its caller's and the declared services).
     const child = Effect.runForkWith(user.context(caller, inst, chain))(
-      Effect.suspend(() => body(inst, run.cell)) as Effect.Effect<unknown, unknown>
+      Effect.suspend(() => body(inst, run.cell, input)) as Effect.Effect<unknown, unknown>
     )
     const exit = child.pollUnsafe()
     if (exit === undefined) {
@@ -523,6 +534,7 @@ export const make = (
     capacity: number,
     chain: ReadonlyArray<string>,
     body: Body<A>,
+    input?: unknown,
     held?: { readonly inst: Instance; readonly deadline: number } | undefined,
     keyed?: Keyed | undefined
   ): Effect.Effect<A, unknown> =>
@@ -567,7 +579,7 @@ export const make = (
               registry.release(inst)
               return restore(replay(inst, label, keyed!, ready.value))
             }
-            return runLocked(caller, inst, label, chain, deadline, body as Body<unknown>, restore, keyed)
+            return runLocked(caller, inst, label, chain, deadline, body as Body<unknown>, input, restore, keyed)
           })
         }
         return attempt(held) as Effect.Effect<A, unknown>
@@ -586,7 +598,8 @@ export const make = (
     label: string,
     chain: ReadonlyArray<string>,
     deadline: number,
-    body: Body<unknown>
+    body: Body<unknown>,
+    input: unknown
   ): Effect.Effect<unknown, unknown> => {
     const ticket = Mailbox.makeTicket()
     ticket.deadline = deadline
@@ -596,8 +609,8 @@ export const make = (
       fiber,
       Effect.withFiber((fiber) =>
         inst.status === "active" && inst.commits.length < maxPendingCommits
-          ? runLocked(fiber.context, inst, label, chain, deadline, body, identity)
-          : exclusive(inst.id, label, options.mailboxCapacity, chain, body, { inst, deadline })
+          ? runLocked(fiber.context, inst, label, chain, deadline, body, input, identity)
+          : exclusive(inst.id, label, options.mailboxCapacity, chain, body, input, { inst, deadline })
       ),
       deadlines === undefined ? undefined : () => Exit.fail(callTimeout(inst, label)),
       () => registry.release(inst),
@@ -643,18 +656,20 @@ export const make = (
     const chain = caller.chain
     const reentrant = user.reentrant(chain, inst?.chainKey ?? `${objectType}/${id}`, id, handler.name)
     if (reentrant !== undefined) return Exit.fail(reentrant)
-    const body: Body<unknown> = (inst, cell) => handler.spec.handle(payload, makeContext(inst.id, cell))
+    const body = handler.body
     if (
       keyed !== undefined || registry.closing || inst === undefined || inst.status !== "active" ||
       inst.commits.length >= maxPendingCommits
     ) {
       // A keyed call looks its key up first, which may read storage: the general path.
-      return exclusive(id, handler.name, options.mailboxCapacity, chain, body, undefined, keyed)
+      return exclusive(id, handler.name, options.mailboxCapacity, chain, body, payload, undefined, keyed)
     }
     const deadline = start + options.callTimeoutMillis
-    if (Mailbox.tryAcquire(inst)) return runLocked(fiber.context, inst, handler.name, chain, deadline, body, identity)
+    if (Mailbox.tryAcquire(inst)) {
+      return runLocked(fiber.context, inst, handler.name, chain, deadline, body, payload, identity)
+    }
     if (Mailbox.waiting(inst) >= options.mailboxCapacity) return Exit.fail(overloaded(inst)())
-    return queue(fiber, inst, handler.name, chain, deadline, body)
+    return queue(fiber, inst, handler.name, chain, deadline, body, payload)
   }
 
   /** `execute` with its outcome and duration recorded (synchronously when it settles at once). */
