@@ -387,6 +387,36 @@ const instrument = <A, E extends { readonly _tag: string }>(
 
 type VersionRow = { readonly object_type: string; readonly object_id: string; readonly version: number | string }
 
+/**
+ * The largest version the storage uses: one more is still exact in a JavaScript number (and in `node:sqlite`,
+ * which refuses to read integers past 2^53 at all).
+ */
+const maxVersion = Number.MAX_SAFE_INTEGER - 1
+
+/**
+ * A stored version read as text (so a hand-edited one past 2^53, or not a number at all, cannot make the
+ * driver fail the whole statement), or `undefined` when it is not a whole number from 1 to {@link maxVersion}.
+ */
+const parseVersion = (text: number | string | bigint): number | undefined => {
+  const version = typeof text === "string" && !/^\d{1,16}$/.test(text.trim()) ? NaN : Number(text)
+  return Number.isInteger(version) && version >= 1 && version <= maxVersion ? version : undefined
+}
+
+/** An object row as loaded: its state, or why it cannot be used (see `StoredObject.invalid`). */
+const storedObject = (state: string, versionText: number | string): StoredObject => {
+  const version = parseVersion(versionText)
+  return version !== undefined ? { state, version } : {
+    state: "",
+    version: 0,
+    invalid: `the stored version ${String(versionText)} is not a whole number from 1 to ${maxVersion} ` +
+      "(the row was edited by hand); delete the object, or set its version to a valid one"
+  }
+}
+
+/** A stored number read back as text: NaN when it is not one (`Number("")` would say 0). */
+const storedNumber = (text: number | string): number =>
+  typeof text === "string" && text.trim() === "" ? NaN : Number(text)
+
 /** Rows per multi-row write statement: 4 parameters each stays far below SQLite's and PostgreSQL's limits. */
 const maxRowsPerStatement = 256
 
@@ -460,12 +490,12 @@ export const make = (options?: Options): Effect.Effect<
     const stateColumn = isPg ? sql.literal("state::text") : sql.literal("state")
     const jsonParam = (json: string) => (isPg ? sql`${json}::jsonb` : sql`${json}`)
 
+    // As text: a hand-edited version past 2^53 must not fail the statement (node:sqlite refuses to read it).
     const currentVersion = (objectType: string, objectId: string) =>
       Effect.map(
-        sql<
-          { version: number | string }
-        >`SELECT version FROM ${objects} WHERE object_type = ${objectType} AND object_id = ${objectId}`,
-        (rows) => (rows.length === 0 ? 0 : Number(rows[0]!.version))
+        sql<{ version: number | string }>`SELECT CAST(version AS TEXT) AS version FROM ${objects}
+          WHERE object_type = ${objectType} AND object_id = ${objectId}`,
+        (rows) => (rows.length === 0 ? 0 : storedNumber(rows[0]!.version))
       )
 
     const conflict = (write: WriteSet) =>
@@ -647,6 +677,10 @@ export const make = (options?: Options): Effect.Effect<
           }
         }
         if (write.expectedVersion === 0) {
+          // A row whose version is no valid one loads as version 0 with `invalid` set: deleting at version 0
+          // removes it, so a hand-edited row can always be deleted.
+          yield* sql`DELETE FROM ${objects} WHERE object_type = ${write.objectType} AND object_id = ${write.objectId}
+            AND NOT (version >= 1 AND version <= ${maxVersion})`
           const actual = yield* currentVersion(write.objectType, write.objectId)
           if (actual !== 0) return yield* conflict(write)
         } else {
@@ -766,7 +800,9 @@ export const make = (options?: Options): Effect.Effect<
             RETURNING object_type, object_id, version`
           break
         case "load":
-          text = `SELECT o.object_type, o.object_id, ${isPg ? "o.state::text" : "o.state"} AS state, o.version
+          text = `SELECT o.object_type, o.object_id, ${
+            isPg ? "o.state::text" : "o.state"
+          } AS state, CAST(o.version AS TEXT) AS version
             FROM (VALUES ${rows}) AS v${isPg ? "(object_type, object_id)" : ""}
             JOIN ${objectsName} AS o ON o.object_type = ${c(0)} AND o.object_id = ${c(1)}`
           break
@@ -847,9 +883,10 @@ export const make = (options?: Options): Effect.Effect<
 
     const loadOne = (request: LoadRequest) =>
       Effect.map(
-        sql<{ state: string; version: number | string }>`SELECT ${stateColumn} AS state, version FROM ${objects}
+        sql<{ state: string; version: number | string }>`SELECT ${stateColumn} AS state,
+            CAST(version AS TEXT) AS version FROM ${objects}
           WHERE object_type = ${request.objectType} AND object_id = ${request.objectId}`,
-        (rows) => rows.length === 0 ? undefined : { state: rows[0]!.state, version: Number(rows[0]!.version) }
+        (rows) => rows.length === 0 ? undefined : storedObject(rows[0]!.state, rows[0]!.version)
       )
 
     /**
@@ -868,7 +905,7 @@ export const make = (options?: Options): Effect.Effect<
           for (let i = chunk.length; i < size; i++) params.push(null, null)
           const rows = yield* sql.unsafe<VersionRow & { readonly state: string }>(multiRowText("load", size), params)
           for (const row of rows) {
-            found.set(objectKey(row.object_type, row.object_id), { state: row.state, version: Number(row.version) })
+            found.set(objectKey(row.object_type, row.object_id), storedObject(row.state, row.version))
           }
         }
         return requests.map((r) => Exit.succeed(found.get(objectKey(r.objectType, r.objectId))))
@@ -898,28 +935,42 @@ export const make = (options?: Options): Effect.Effect<
       readonly failed_at: number | string | null
       readonly last_error: string | null
     }
-    const alarmColumns = sql.literal(
-      `object_type, object_id, name, fire_at, ${
-        isPg ? "payload::text AS payload" : "payload"
-      }, cron, attempts, failed_at, last_error`
-    )
-    const toAlarm = (row: AlarmRow): AlarmRecord => ({
-      name: row.name,
-      fireAt: Number(row.fire_at),
-      payload: row.payload,
-      cron: row.cron,
-      attempts: Number(row.attempts),
-      failedAt: row.failed_at === null ? null : Number(row.failed_at),
-      lastError: row.last_error
-    })
+    // Numbers as text: a hand-edited one past 2^53 must fail only its alarm, not the statement (node:sqlite
+    // refuses to read such integers, after an UPDATE … RETURNING has already committed).
+    const alarmColumnList = (p: string) =>
+      `${p}object_type, ${p}object_id, ${p}name, CAST(${p}fire_at AS TEXT) AS fire_at, ${
+        isPg ? `${p}payload::text AS payload` : `${p}payload`
+      }, ${p}cron, CAST(${p}attempts AS TEXT) AS attempts, CAST(${p}failed_at AS TEXT) AS failed_at, ${p}last_error`
+    const alarmColumnsOf = (p: string) => sql.literal(alarmColumnList(p))
+    const alarmColumns = alarmColumnsOf("")
+    const toAlarm = (row: AlarmRow): AlarmRecord => {
+      const fireAt = storedNumber(row.fire_at)
+      const attempts = storedNumber(row.attempts)
+      const problems: Array<string> = []
+      if (Number.isNaN(fireAt)) problems.push(`the stored fire time ${JSON.stringify(row.fire_at)} is not a number`)
+      if (!Number.isSafeInteger(attempts)) {
+        problems.push(`the stored attempts ${JSON.stringify(row.attempts)} is not a whole number`)
+      }
+      const record: AlarmRecord = {
+        name: row.name,
+        fireAt,
+        payload: row.payload,
+        cron: row.cron,
+        attempts: Number.isSafeInteger(attempts) ? attempts : 0,
+        failedAt: row.failed_at === null ? null : storedNumber(row.failed_at),
+        lastError: row.last_error
+      }
+      return problems.length === 0 ? record : { ...record, invalid: problems.join("; ") }
+    }
 
     const listAlarms = (
       objectType: string,
       objectId: string
     ): Effect.Effect<ReadonlyArray<AlarmRecord>, StorageError> =>
-      sql<AlarmRow>`SELECT ${alarmColumns} FROM ${alarms}
-        WHERE object_type = ${objectType} AND object_id = ${objectId}
-        ORDER BY fire_at, name`.pipe(
+      // Ordered by the stored columns, not by the text columns of the same names in the result.
+      sql<AlarmRow>`SELECT ${alarmColumnsOf("a.")} FROM ${alarms} AS a
+        WHERE a.object_type = ${objectType} AND a.object_id = ${objectId}
+        ORDER BY a.fire_at, a.name`.pipe(
         Effect.map((rows) => rows.map(toAlarm)),
         Effect.mapError(toStorageError("listAlarms"))
       )
@@ -954,12 +1005,7 @@ export const make = (options?: Options): Effect.Effect<
             FROM due
             WHERE a.object_type = due.object_type AND a.object_id = due.object_id AND a.name = due.name
               AND ${claimable}
-            RETURNING ${
-          sql.literal(
-            "a.object_type, a.object_id, a.name, a.fire_at, a.payload::text AS payload, a.cron, a.attempts, " +
-              "a.failed_at, a.last_error"
-          )
-        }`
+            RETURNING ${sql.literal(alarmColumnList("a."))}`
         // SQLite runs one writer at a time, so the statement cannot race another claimer.
         : sql<AlarmRow>`UPDATE ${alarms} ${set}
             WHERE (object_type, object_id, name) IN (
@@ -998,12 +1044,14 @@ export const make = (options?: Options): Effect.Effect<
         sql`SELECT (SELECT MIN(CASE WHEN claim_expires_at > fire_at THEN claim_expires_at ELSE fire_at END)
             FROM ${alarms} WHERE object_type = ${type} AND claim_owner IS NOT NULL) AS next`
       ])
-      return sql<{ next: number | string | null }>`SELECT MIN(next) AS next FROM (${
+      // As text, and NaN read as none: a hand-edited time must never fail the read or make the scheduler spin.
+      return sql<{ next: number | string | null }>`SELECT CAST(MIN(next) AS TEXT) AS next FROM (${
         sql.join(" UNION ALL ", false)(candidates)
       }) AS candidates`.pipe(
         Effect.map((rows) => {
           const next = rows[0]?.next
-          return next === null || next === undefined ? undefined : Number(next)
+          const at = next === null || next === undefined ? NaN : storedNumber(next)
+          return Number.isFinite(at) ? at : undefined
         }),
         Effect.mapError(toStorageError("nextAlarmAt"))
       )

@@ -56,6 +56,10 @@ export const make = (deps: RuntimeParts): Lifecycle => {
       let state: unknown
       let version = 0
       if (stored !== undefined) {
+        // A row the storage could not use (edited by hand, or past its limits) fails like one that does not decode.
+        if (stored.invalid !== undefined) {
+          return yield* new StateDecodeError({ objectType, objectId: inst.id, issue: stored.invalid })
+        }
         const decoded = codec.decode(stored.state)
         if (Exit.isFailure(decoded)) {
           return yield* new StateDecodeError({ objectType, objectId: inst.id, issue: Cause.pretty(decoded.cause) })

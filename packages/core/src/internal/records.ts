@@ -18,6 +18,12 @@ import type { AlarmClaimLost, StorageError, VersionConflict } from "../Errors.ts
 export interface StoredObject {
   readonly state: string
   readonly version: number
+  /**
+   * Set when the row is there but cannot be used (edited by hand, or written past today's limits): why. The
+   * runtime then fails the object's calls with `StateDecodeError` and leaves the row alone. `state` is then
+   * empty, and `version` is the stored one when it is valid, else 0: a delete at that version removes the row.
+   */
+  readonly invalid?: string | undefined
 }
 
 /**
@@ -48,6 +54,12 @@ export interface AlarmRecord extends AlarmPut {
   readonly failedAt: number | null
   /** The last handler failure, rendered, or `null`. */
   readonly lastError: string | null
+  /**
+   * Set by a storage when a column of the row did not read back as the runtime wrote it (a hand edit, or a
+   * payload too large to read): why. Such an alarm is listed with this reason and, once claimed, marked failed
+   * without running its handler.
+   */
+  readonly invalid?: string | undefined
 }
 
 /**
