@@ -16,7 +16,7 @@
  */
 import { Cause, Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
 import { Migrator, SqlClient, type SqlError } from "effect/sql"
-import { AlarmClaimLost, StorageError, VersionConflict } from "./Errors.ts"
+import { AlarmClaimLost, StorageError, type StorageOutcome, VersionConflict } from "./Errors.ts"
 import * as Batcher from "./internal/batcher.ts"
 import type { SchedulerOptions } from "./internal/records.ts"
 import { span, tracing } from "./internal/span.ts"
@@ -90,6 +90,7 @@ export const tables = (options?: Options): Effect.Effect<Tables, StorageError> =
       return Effect.fail(
         new StorageError({
           operation: "configure",
+          outcome: "not-applied",
           detail: `invalid tablePrefix ${JSON.stringify(prefix)}: letters, digits and _, at most 32 characters`
         })
       )
@@ -99,6 +100,7 @@ export const tables = (options?: Options): Effect.Effect<Tables, StorageError> =
       return Effect.fail(
         new StorageError({
           operation: "configure",
+          outcome: "not-applied",
           detail: `invalid schema ${JSON.stringify(schema)}: letters, digits and _, at most 32 characters`
         })
       )
@@ -257,6 +259,51 @@ export const migrateDown = (options?: Options & { readonly to?: number | undefin
     }))
   })
 
+/** The operations that only read: whatever fails, nothing was written. */
+const readOnly: ReadonlySet<string> = new Set(["load", "listAlarms", "nextAlarmAt"])
+
+/**
+ * The failures after which the database certainly did not apply the statement: it refused it and rolled its
+ * transaction back (a deadlock victim, a serialization failure, a lock timeout, a constraint it breaks). Any
+ * other failure, a broken connection above all, may have hit after the commit.
+ */
+const refusedReasons: ReadonlySet<string> = new Set([
+  "DeadlockError",
+  "SerializationError",
+  "LockTimeoutError",
+  "UniqueViolation",
+  "ConstraintError",
+  "AuthorizationError",
+  "AuthenticationError"
+])
+
+/** Whether a failed write may have been stored (see `StorageError.outcome`). */
+const outcomeOf = (operation: string, error: SqlError.SqlError): StorageOutcome =>
+  readOnly.has(operation) || refusedReasons.has(error.reason._tag) ? "not-applied" : "unknown"
+
+/**
+ * Failures the database resolves by rolling one transaction back (deadlock victim, serialization failure): the
+ * attempt applied nothing and the same writes may well succeed a moment later.
+ */
+const isTransient = (error: { readonly _tag: string }): boolean =>
+  error._tag === "SqlError" &&
+  ((error as SqlError.SqlError).reason._tag === "DeadlockError" ||
+    (error as SqlError.SqlError).reason._tag === "SerializationError")
+
+/** How often a batch that deadlocked or failed to serialize is retried, and how long between attempts. */
+const transientRetries = 8
+const transientBackoff = Schedule.exponential("5 millis").pipe(Schedule.jittered)
+
+/** Orders writes by object key (type, then id): the order batches take their row locks in. */
+const compareKeys = (a: WriteSet, b: WriteSet): number =>
+  a.objectType !== b.objectType
+    ? (a.objectType < b.objectType ? -1 : 1)
+    : a.objectId === b.objectId
+    ? 0
+    : a.objectId < b.objectId
+    ? -1
+    : 1
+
 /** Turns SQL failures into `StorageError`s, letting the storage's own typed errors through. */
 const toStorageError =
   (operation: string) =>
@@ -264,7 +311,12 @@ const toStorageError =
     error: E
   ): Exclude<E, SqlError.SqlError> | StorageError =>
     error._tag === "SqlError"
-      ? new StorageError({ operation, detail: sqlDetail(error as SqlError.SqlError), cause: error })
+      ? new StorageError({
+        operation,
+        detail: sqlDetail(error as SqlError.SqlError),
+        outcome: outcomeOf(operation, error as SqlError.SqlError),
+        cause: error
+      })
       : error as Exclude<E, SqlError.SqlError>
 
 /**
@@ -772,15 +824,27 @@ export const make = (options?: Options): Effect.Effect<
       let text: string
       switch (kind) {
         case "write":
-          // Updates and creations in one statement (data-modifying CTEs); the padding rows match neither.
-          text = `WITH v(object_type, object_id, state, expected) AS (VALUES ${rows}), updated AS (
+          // Updates and creations in one statement (data-modifying CTEs); the padding rows match neither. The
+          // rows to update are locked first, in key order (`locked`: a locking clause runs above its sort), and
+          // new rows are inserted in key order: whatever join order the planner picks for the update, two
+          // processes' statements over the same rows then take their locks in the same order and never
+          // deadlock each other.
+          text = `WITH v(object_type, object_id, state, expected) AS (VALUES ${rows}), locked AS MATERIALIZED (
+              SELECT o.object_type, o.object_id FROM ${objectsName} AS o
+              JOIN v ON o.object_type = v.object_type AND o.object_id = v.object_id
+              WHERE v.expected > 0 AND o.version = v.expected
+              ORDER BY o.object_type, o.object_id
+              FOR UPDATE OF o
+            ), updated AS (
               UPDATE ${objectsName} AS o SET state = v.state, version = o.version + 1, updated_at = $1::bigint
-              FROM v WHERE v.expected > 0 AND o.object_type = v.object_type AND o.object_id = v.object_id
+              FROM v JOIN locked AS l ON l.object_type = v.object_type AND l.object_id = v.object_id
+              WHERE v.expected > 0 AND o.object_type = v.object_type AND o.object_id = v.object_id
                 AND o.version = v.expected
               RETURNING o.object_type, o.object_id, o.version
             ), inserted AS (
               INSERT INTO ${objectsName} (object_type, object_id, state, version, created_at, updated_at)
               SELECT v.object_type, v.object_id, v.state, 1, $1::bigint, $1::bigint FROM v WHERE v.expected = 0
+              ORDER BY v.object_type, v.object_id
               ON CONFLICT (object_type, object_id) DO NOTHING
               RETURNING object_type, object_id, version
             )
@@ -817,9 +881,17 @@ export const make = (options?: Options): Effect.Effect<
      * statement needs none). Each write keeps its own outcome: a version conflict or a lost alarm claim fails
      * that write alone (a savepoint undoes its partial changes); an SQL error fails the whole batch.
      */
-    const commitBatch = (writes: ReadonlyArray<WriteSet>) =>
+    const commitBatchOnce = (writes: ReadonlyArray<WriteSet>) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        if (writes.length === 1) return Effect.map(Effect.exit(commitOne(writes[0]!, now)), (exit) => [exit])
+        if (writes.length === 1) {
+          // A lone write's deadlock fails the attempt, so that `commitBatch` retries it like a batch's.
+          return Effect.flatMap(Effect.exit(commitOne(writes[0]!, now)), (exit) => {
+            const error = Exit.isFailure(exit) ? Cause.findError(exit.cause) : undefined
+            return error !== undefined && error._tag === "Success" && isTransient(error.success)
+              ? Effect.fail(error.success)
+              : Effect.succeed([exit])
+          })
+        }
         if (writes.every(isStateWrite)) {
           return Effect.flatMap(writeStates(writes, now, false), (applied) =>
             Effect.forEach(writes, (write): Effect.Effect<Exit.Exit<number, SqlError.SqlError | VersionConflict>> => {
@@ -865,10 +937,30 @@ export const make = (options?: Options): Effect.Effect<
           }
           return results
         }))
-      }).pipe(
-        Effect.map((results) => results.map((exit) => Exit.mapError(exit, toStorageError("save")))),
+      })
+
+    /**
+     * A batch, in key order: its writes run in the order of their objects' keys (and PostgreSQL's multi-row
+     * statement locks its rows in that order too), so two processes' batches over the same objects wait for
+     * each other instead of deadlocking. What can still deadlock (a batch against a lone write that locks an
+     * object's alarms before its state row, say) or fail to serialize is retried here: the database rolled
+     * the whole attempt back, so nothing applied and every write of the batch is retried as it was.
+     */
+    const commitBatch = (writes: ReadonlyArray<WriteSet>) => {
+      const order = writes.map((_, i) => i).toSorted((i, j) => compareKeys(writes[i]!, writes[j]!))
+      const sorted = order.map((i) => writes[i]!)
+      return commitBatchOnce(sorted).pipe(
+        Effect.retry({ while: isTransient, times: transientRetries, schedule: transientBackoff }),
+        Effect.map((results) => {
+          const inOrder: Array<(typeof results)[number]> = []
+          order.forEach((i, j) => {
+            inOrder[i] = results[j]!
+          })
+          return inOrder.map((exit) => Exit.mapError(exit, toStorageError("save")))
+        }),
         Effect.mapError(toStorageError("save"))
       )
+    }
 
     const batcher = Batcher.make<WriteSet, number, StorageError | VersionConflict | AlarmClaimLost>({
       key: (write) => objectKey(write.objectType, write.objectId),
@@ -917,7 +1009,7 @@ export const make = (options?: Options): Effect.Effect<
       key: (request) => objectKey(request.objectType, request.objectId),
       maxBatch: options?.maxBatch ?? 256,
       run: loadBatch,
-      interrupted: () => new StorageError({ operation: "load", detail: "interrupted" }),
+      interrupted: () => new StorageError({ operation: "load", detail: "interrupted", outcome: "not-applied" }),
       idempotent: true
     })
 
@@ -1096,6 +1188,7 @@ export const make = (options?: Options): Effect.Effect<
         Option.isSome(Context.getOption(caller, sql.transactionService))
           ? new StorageError({
             operation: "call",
+            outcome: "not-applied",
             detail: "a durable object cannot be called from inside a transaction on its own SQLite database " +
               "(SQLite has one writer, held by that transaction until the call returns); call it before or after"
           })

@@ -118,7 +118,11 @@ export const make = (deps: {
       if (group === undefined) return Effect.void
       if (inst.epoch !== epoch) {
         // The copy these commits were built on was dropped: none of them may reach storage.
-        const error = new StorageError({ operation: "commit", detail: "the object was reloaded before this commit" })
+        const error = new StorageError({
+          operation: "commit",
+          detail: "the object was reloaded before this commit",
+          outcome: "not-applied" // it never reached storage
+        })
         for (const stale of registry.dropStale(inst)) settle(stale, Exit.fail(error))
         return Effect.void
       }
