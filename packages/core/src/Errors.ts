@@ -205,6 +205,32 @@ export class StorageError extends Schema.TaggedError<StorageError>()("StorageErr
 }
 
 /**
+ * A run's changes were not stored because a value is over the storage's size limit: the object's new state
+ * (`what: "state"`, over `maxStateBytes`) or the payload of an alarm it scheduled (`what: "alarm payload"`,
+ * over `maxAlarmPayloadBytes`), both measured as UTF-8 bytes of their JSON. Nothing was written and the object
+ * keeps its last state; retrying the same call fails the same way.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ValueTooLarge extends Schema.TaggedError<ValueTooLarge>()("ValueTooLarge", {
+  objectType: Schema.String,
+  objectId: Schema.String,
+  what: Schema.Literals(["state", "alarm payload"]),
+  /** The handler (or hook) whose new state it was, or the alarm's name. */
+  name: Schema.String,
+  /** The encoded size, in UTF-8 bytes of JSON. */
+  bytes: Schema.Number,
+  /** The limit it is over. */
+  limit: Schema.Number
+}) {
+  override get message(): string {
+    const what = this.what === "state" ? `the state left by ${this.name}` : `the payload of alarm ${this.name}`
+    return `${this.objectType}/${this.objectId}: ${what} is ${this.bytes} bytes, over the limit of ${this.limit}`
+  }
+}
+
+/**
  * The object's stored version was not the one this runtime read: another runtime wrote it in between. Nothing
  * was written; the runtime dropped its copy and the next call reloads the newer state. Safe to retry.
  *
@@ -272,6 +298,7 @@ export type DurableObjectError =
   | StorageError
   | VersionConflict
   | RuntimeShutdown
+  | ValueTooLarge
 
 /**
  * The schema of {@link DurableObjectError}, to encode or decode runtime errors (for example across HTTP).
@@ -290,7 +317,8 @@ export const DurableObjectError = Schema.Union([
   ReentrantCall,
   StorageError,
   VersionConflict,
-  RuntimeShutdown
+  RuntimeShutdown,
+  ValueTooLarge
 ])
 
 /**

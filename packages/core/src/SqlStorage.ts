@@ -18,6 +18,7 @@ import { Cause, Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Sche
 import { Migrator, SqlClient, type SqlError } from "effect/sql"
 import { AlarmClaimLost, StorageError, type StorageOutcome, VersionConflict } from "./Errors.ts"
 import * as Batcher from "./internal/batcher.ts"
+import { defaultLimits } from "./internal/limits.ts"
 import type { SchedulerOptions } from "./internal/records.ts"
 import { span, tracing } from "./internal/span.ts"
 import {
@@ -30,6 +31,7 @@ import {
   layerWithScheduler,
   type Scheduler,
   Storage,
+  type StorageLimits,
   type StoredObject,
   type WriteSet
 } from "./Storage.ts"
@@ -58,6 +60,15 @@ export interface Options {
    * coalescing), and the most loads one batch reads when loads queue up. Default 256; 1 turns coalescing off.
    */
   readonly maxBatch?: number | undefined
+  /**
+   * The largest encoded state of one object, in UTF-8 bytes of JSON; a call that would store more fails with
+   * `ValueTooLarge` and writes nothing. Default 4 MiB (`Storage.defaultLimits`). On PostgreSQL keep it well
+   * below the driver's `maxMessageSize` (16 MiB by default): `jsonb` reads back as text up to about 1.5 times
+   * longer.
+   */
+  readonly maxStateBytes?: number | undefined
+  /** The largest encoded payload of one alarm, in UTF-8 bytes of JSON. Default 256 KiB. */
+  readonly maxAlarmPayloadBytes?: number | undefined
 }
 
 /**
@@ -540,6 +551,19 @@ export const make = (options?: Options): Effect.Effect<
     const alarms = sql(t.alarms)
     const isPg = isPgDialect(sql)
     const stateColumn = isPg ? sql.literal("state::text") : sql.literal("state")
+    const limits: StorageLimits = {
+      maxStateBytes: options?.maxStateBytes ?? defaultLimits.maxStateBytes,
+      maxAlarmPayloadBytes: options?.maxAlarmPayloadBytes ?? defaultLimits.maxAlarmPayloadBytes
+    }
+    /** A JSON column's size as the database returns it, in bytes (without reading it). */
+    const bytesOf = (column: string) => isPg ? `octet_length(${column}::text)` : `length(CAST(${column} AS BLOB))`
+    /**
+     * The largest alarm payload a claim or a listing reads: more is left unread (the alarm fails alone), since
+     * one row the driver cannot read (PostgreSQL's reads at most 16 MiB per row) fails the whole statement,
+     * and a claim's UPDATE has committed by then. Twice the limit, for what was stored before it or reads back
+     * longer (`jsonb` as text), and never less than 8 MiB.
+     */
+    const maxPayloadRead = Math.max(8 * 1024 * 1024, 2 * limits.maxAlarmPayloadBytes)
     const jsonParam = (json: string) => (isPg ? sql`${json}::jsonb` : sql`${json}`)
 
     // As text: a hand-edited version past 2^53 must not fail the statement (node:sqlite refuses to read it).
@@ -981,27 +1005,90 @@ export const make = (options?: Options): Effect.Effect<
         (rows) => rows.length === 0 ? undefined : storedObject(rows[0]!.state, rows[0]!.version)
       )
 
+    /** The size and version of an object's row, without reading its state. */
+    const probe = (request: LoadRequest) =>
+      Effect.map(
+        sql<{ bytes: number | string | null; version: number | string }>`SELECT ${
+          sql.literal(bytesOf("state"))
+        } AS bytes, CAST(version AS TEXT) AS version FROM ${objects}
+          WHERE object_type = ${request.objectType} AND object_id = ${request.objectId}`,
+        (rows) => rows[0]
+      )
+
     /**
-     * The loads of a batch in one statement per chunk (a lone load is the plain single-row query). An SQL
-     * error fails the loads of this batch, and only them.
+     * Why a row whose load failed cannot be read, when its size says so (over `maxStateBytes`: stored before
+     * the limit, or by hand); otherwise the failure stands (the database is failing, not the row).
+     */
+    const unreadable = (request: LoadRequest, error: SqlError.SqlError) =>
+      Effect.flatMap(probe(request), (row): Effect.Effect<StoredObject | undefined, SqlError.SqlError> => {
+        const bytes = Number(row?.bytes)
+        // Only a row over the limit is the row's fault; anything else is the failure it was.
+        if (row === undefined || !(bytes > limits.maxStateBytes)) return Effect.fail(error)
+        const invalid = `the stored state is ${bytes} bytes as the database returns it, over maxStateBytes ` +
+          `(${limits.maxStateBytes}), and could not be read back (${sqlDetail(error)}); delete the object, ` +
+          "or raise the limits of the storage and of the driver"
+        return Effect.succeed({ state: "", version: parseVersion(row.version) ?? 0, invalid })
+      })
+
+    /**
+     * One object's load, on its own. A row too large to read back loads as `invalid`, so only its object fails
+     * (with `StateDecodeError`) and `delete` still works at its version.
+     */
+    const loadAlone = (request: LoadRequest): Effect.Effect<StoredObject | undefined, SqlError.SqlError> =>
+      loadOne(request).pipe(Effect.catch((error) => unreadable(request, error)))
+
+    /** After this many loads in a row failed on their own, the database is failing, not a row: stop trying. */
+    const aloneFailuresToStop = 2
+
+    /**
+     * The loads of a batch in one statement per chunk (a lone load is the plain single-row query). When a
+     * chunk's statement fails, its loads are retried one by one: a row the driver cannot read (one too large
+     * for PostgreSQL's driver) fails the statement of every load beside it, but must fail only its own object.
+     * Once loads fail on their own twice in a row, the rest of the chunk fails with them without more tries,
+     * so a database that is down costs a few statements per batch, not one per load.
      */
     const loadBatch = (requests: ReadonlyArray<LoadRequest>) =>
       Effect.gen(function*() {
-        if (requests.length === 1) return [Exit.succeed(yield* loadOne(requests[0]!))]
-        const found = new Map<string, StoredObject>()
+        if (requests.length === 1) {
+          return [Exit.mapError(yield* Effect.exit(loadAlone(requests[0]!)), toStorageError("load"))]
+        }
+        const results: Array<Exit.Exit<StoredObject | undefined, SqlError.SqlError>> = []
         for (let start = 0; start < requests.length; start += maxRowsPerStatement) {
           const chunk = requests.slice(start, start + maxRowsPerStatement)
           const size = paddedSize(chunk.length)
           const params: Array<unknown> = []
           for (const r of chunk) params.push(r.objectType, r.objectId)
           for (let i = chunk.length; i < size; i++) params.push(null, null)
-          const rows = yield* sql.unsafe<VersionRow & { readonly state: string }>(multiRowText("load", size), params)
-          for (const row of rows) {
-            found.set(objectKey(row.object_type, row.object_id), storedObject(row.state, row.version))
+          const read = yield* Effect.exit(
+            sql.unsafe<VersionRow & { readonly state: string }>(multiRowText("load", size), params)
+          )
+          if (Exit.isSuccess(read)) {
+            const found = new Map<string, StoredObject>()
+            for (const row of read.value) {
+              found.set(objectKey(row.object_type, row.object_id), storedObject(row.state, row.version))
+            }
+            for (const r of chunk) results.push(Exit.succeed(found.get(objectKey(r.objectType, r.objectId))))
+            continue
+          }
+          let failedInARow = 0
+          let lastFailure: Exit.Exit<StoredObject | undefined, SqlError.SqlError> = Exit.failCause(read.cause)
+          for (const r of chunk) {
+            if (failedInARow >= aloneFailuresToStop) {
+              results.push(lastFailure)
+              continue
+            }
+            const alone = yield* Effect.exit(loadAlone(r))
+            if (Exit.isFailure(alone)) {
+              failedInARow++
+              lastFailure = alone
+            } else {
+              failedInARow = 0
+            }
+            results.push(alone)
           }
         }
-        return requests.map((r) => Exit.succeed(found.get(objectKey(r.objectType, r.objectId))))
-      }).pipe(Effect.mapError(toStorageError("load")))
+        return results.map((exit) => Exit.mapError(exit, toStorageError("load")))
+      })
 
     // Concurrent activations load together: at low load a load goes out at once, under load the loads that
     // queued behind a running one share its next statement.
@@ -1021,7 +1108,7 @@ export const make = (options?: Options): Effect.Effect<
       readonly object_id: string
       readonly name: string
       readonly fire_at: number | string
-      readonly payload: string
+      readonly payload: string | null
       readonly cron: string | null
       readonly attempts: number | string
       readonly failed_at: number | string | null
@@ -1029,10 +1116,20 @@ export const make = (options?: Options): Effect.Effect<
     }
     // Numbers as text: a hand-edited one past 2^53 must fail only its alarm, not the statement (node:sqlite
     // refuses to read such integers, after an UPDATE … RETURNING has already committed).
+    const payloadText = (p: string) => (isPg ? `${p}payload::text` : `${p}payload`)
     const alarmColumnList = (p: string) =>
-      `${p}object_type, ${p}object_id, ${p}name, CAST(${p}fire_at AS TEXT) AS fire_at, ${
-        isPg ? `${p}payload::text AS payload` : `${p}payload`
-      }, ${p}cron, CAST(${p}attempts AS TEXT) AS attempts, CAST(${p}failed_at AS TEXT) AS failed_at, ${p}last_error`
+      [
+        `${p}object_type`,
+        `${p}object_id`,
+        `${p}name`,
+        `CAST(${p}fire_at AS TEXT) AS fire_at`,
+        // Past `maxPayloadRead` the payload is left unread (NULL): its alarm fails alone, not the statement.
+        `CASE WHEN ${bytesOf(p + "payload")} <= ${maxPayloadRead} THEN ${payloadText(p)} END AS payload`,
+        `${p}cron`,
+        `CAST(${p}attempts AS TEXT) AS attempts`,
+        `CAST(${p}failed_at AS TEXT) AS failed_at`,
+        `${p}last_error`
+      ].join(", ")
     const alarmColumnsOf = (p: string) => sql.literal(alarmColumnList(p))
     const alarmColumns = alarmColumnsOf("")
     const toAlarm = (row: AlarmRow): AlarmRecord => {
@@ -1040,13 +1137,19 @@ export const make = (options?: Options): Effect.Effect<
       const attempts = storedNumber(row.attempts)
       const problems: Array<string> = []
       if (Number.isNaN(fireAt)) problems.push(`the stored fire time ${JSON.stringify(row.fire_at)} is not a number`)
+      if (row.payload === null) {
+        problems.push(
+          `the stored payload is over ${maxPayloadRead} bytes as the database returns it, more than the storage ` +
+            "reads back (it was stored before the limit, or by hand)"
+        )
+      }
       if (!Number.isSafeInteger(attempts)) {
         problems.push(`the stored attempts ${JSON.stringify(row.attempts)} is not a whole number`)
       }
       const record: AlarmRecord = {
         name: row.name,
         fireAt,
-        payload: row.payload,
+        payload: row.payload ?? "null",
         cron: row.cron,
         attempts: Number.isSafeInteger(attempts) ? attempts : 0,
         failedAt: row.failed_at === null ? null : storedNumber(row.failed_at),
@@ -1202,7 +1305,8 @@ export const make = (options?: Options): Effect.Effect<
       nextAlarmAt,
       releaseAlarm,
       watchAlarms,
-      refuseCaller
+      refuseCaller,
+      limits
     })
   })
 

@@ -88,7 +88,9 @@ const runtimeErrorStatus = {
   StateDecodeError: 500,
   StorageError: 503,
   RuntimeShutdown: 503,
-  CallTimeout: 503
+  CallTimeout: 503,
+  // The server cannot store what the request would leave (a state or alarm payload over the storage's limit).
+  ValueTooLarge: 507
 } as const satisfies Record<Errors.DurableObjectError["_tag"], number>
 
 const isRuntimeError = (error: unknown): error is Errors.DurableObjectError =>

@@ -184,6 +184,24 @@ export interface StorageService {
    * storage refuses such calls with a {@link StorageError} instead.
    */
   readonly refuseCaller?: ((caller: Context.Context<never>) => StorageError | undefined) | undefined
+  /**
+   * Optional: the largest state and alarm payload the runtime may commit to this storage (UTF-8 bytes of their
+   * JSON); past them a call fails with `ValueTooLarge` and nothing is written. Without it, `Storage.defaultLimits`.
+   */
+  readonly limits?: StorageLimits | undefined
+}
+
+/**
+ * Size limits of a storage, in UTF-8 bytes of JSON (see `StorageService.limits`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StorageLimits {
+  /** The largest encoded state of one object. */
+  readonly maxStateBytes: number
+  /** The largest encoded payload of one alarm. */
+  readonly maxAlarmPayloadBytes: number
 }
 
 /** Options of the alarm scheduler. */
