@@ -47,7 +47,8 @@ const insertAlarm = (
   id: string,
   name: string,
   fireAt: number | string,
-  payload = "null"
+  payload = "null",
+  cron: string | null = null
 ) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
@@ -58,7 +59,7 @@ const insertAlarm = (
       : sql`${fireAt}`
     yield* sql`INSERT INTO ${sql(t.alarms)} (object_type, object_id, name, fire_at, payload, cron, attempts,
         claim_owner, claim_expires_at, failed_at, last_error, created_at)
-      VALUES (${Reminders.name}, ${id}, ${name}, ${at}, ${json}, NULL, 0, NULL, NULL, NULL, NULL, 1)`
+      VALUES (${Reminders.name}, ${id}, ${name}, ${at}, ${json}, ${cron}, 0, NULL, NULL, NULL, NULL, 1)`
   })
 
 /** Sets an object's stored version by hand (as SQL text, so values past 2^53 are exact). */
@@ -181,6 +182,34 @@ const suite = (backend: Backend) =>
             assert.strictEqual(yield* Counter.client(id).increment({ amount: 5 }), 5, id)
           }
         }).pipe(Effect.provide(counterRuntime(db)))
+      }))
+
+    it.live("a stored cron (and, on SQLite, a payload) that is not JSON is listed as invalid and fails alone", () =>
+      Effect.gen(function*() {
+        const db = yield* backend.database
+        const counter = { reads: 0 }
+        yield* Effect.gen(function*() {
+          const now = Date.now()
+          yield* insertAlarm(db, "odd-cron", "tick", now - 1000, "null", "{not json")
+          const odd = ["odd-cron"]
+          if (backend.name === "SQLite") {
+            yield* insertAlarm(db, "odd-payload", "note", now - 1000, "{not json")
+            odd.push("odd-payload")
+          }
+          yield* insertAlarm(db, "fine", "ping", now - 1000)
+          const fired = yield* waitFor(
+            Effect.map(Reminders.client("fine").read(), (s) => s.fired),
+            (f) => f.length > 0
+          )
+          assert.deepStrictEqual(fired, ["ping"])
+          for (const id of odd) {
+            const listed = yield* waitFor(DurableObject.listAlarms(Reminders, id), (l) => l[0]?.failed !== undefined)
+            assert.strictEqual(listed.length, 1, id)
+            assert.isDefined(listed[0]!.invalid, id)
+            assert.isDefined(listed[0]!.failed, id)
+            assert.deepStrictEqual((yield* Reminders.client(id).read()).fired, [], `${id}: no handler ran`)
+          }
+        }).pipe(Effect.provide(remindersOn(db, counter)))
       }))
   })
 
