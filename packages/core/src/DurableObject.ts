@@ -40,6 +40,7 @@ import type {
   InvalidObjectId,
   StorageError,
   UnknownHandler,
+  ValueTooLarge,
   VersionConflict
 } from "./Errors.ts"
 import {
@@ -366,7 +367,8 @@ export const callEncoded = <Name extends string, E>(
 /**
  * Stops an object gracefully: waits for the call in progress and those already queued, runs `onShutdown`
  * (committing its changes), and drops the object from memory. Its stored state stays; the next call
- * activates it again. Stopping an object that is not loaded does nothing.
+ * activates it again. Stopping an object that is not loaded does nothing. Fails with `ValueTooLarge` when the
+ * state `onShutdown` leaves is over the storage's limit (nothing is stored; the object stops anyway).
  *
  * @since 0.1.0
  * @category lifecycle
@@ -374,8 +376,11 @@ export const callEncoded = <Name extends string, E>(
 export const stop = <Name extends string>(
   definition: Definition<Name, any, any, any, any, any, any>,
   id: string
-): Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict | HandlerDefect, Runtime<Name>> =>
-  definition.runtime.use((rt) => rt.stop(id))
+): Effect.Effect<
+  void,
+  InvalidObjectId | StorageError | VersionConflict | HandlerDefect | ValueTooLarge,
+  Runtime<Name>
+> => definition.runtime.use((rt) => rt.stop(id))
 
 const delete_ = <Name extends string>(
   definition: Definition<Name, any, any, any, any, any, any>,

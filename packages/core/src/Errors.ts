@@ -8,7 +8,7 @@
  *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import { Effect, Schema } from "effect"
 
 /**
  * A handler's payload did not match its `payload` schema. The object was not activated and nothing changed.
@@ -166,10 +166,22 @@ export class ReentrantCall extends Schema.TaggedError<ReentrantCall>()("Reentran
 }
 
 /**
+ * Whether the write behind a {@link StorageError} may have been stored: `"not-applied"` when it certainly was
+ * not (the database refused it and rolled it back, or it never reached the database, or the operation wrote
+ * nothing), so any call can be retried; `"unknown"` when it may have been (the connection failed mid-commit,
+ * the answer was lost), so only an idempotent call is safe to retry.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type StorageOutcome = "not-applied" | "unknown"
+
+/**
  * The storage backend failed (database down, disk full, constraint broken by someone else). The call was not
- * acknowledged and the object dropped its in-memory copy, so the next call reloads what storage holds. When
- * the failure hit a commit whose answer was lost on the way back, that commit may nevertheless be stored:
- * retrying an idempotent handler is safe; a non-idempotent one may apply twice.
+ * acknowledged and the object dropped its in-memory copy, so the next call reloads what storage holds.
+ * `outcome` says whether the write may nevertheless be stored: `"unknown"` when the failure hit a commit whose
+ * answer was lost on the way back (retrying an idempotent handler is safe; a non-idempotent one may apply
+ * twice), `"not-applied"` when nothing was written and any call can be retried.
  *
  * @since 0.1.0
  * @category errors
@@ -177,10 +189,44 @@ export class ReentrantCall extends Schema.TaggedError<ReentrantCall>()("Reentran
 export class StorageError extends Schema.TaggedError<StorageError>()("StorageError", {
   operation: Schema.String,
   detail: Schema.String,
+  /**
+   * Whether the write may have been stored (see {@link StorageOutcome}). `"unknown"` unless the storage knows
+   * better, and when decoding an error encoded without it.
+   */
+  outcome: Schema.Literals(["not-applied", "unknown"]).pipe(
+    Schema.withConstructorDefault(Effect.succeed("unknown" as const)),
+    Schema.withDecodingDefaultKey(Effect.succeed("unknown" as const))
+  ),
   cause: Schema.optional(Schema.Defect())
 }) {
   override get message(): string {
     return `Storage ${this.operation} failed: ${this.detail}`
+  }
+}
+
+/**
+ * A run's changes were not stored because a value is over the storage's size limit: the object's new state
+ * (`what: "state"`, over `maxStateBytes`) or the payload of an alarm it scheduled (`what: "alarm payload"`,
+ * over `maxAlarmPayloadBytes`), both measured as UTF-8 bytes of their JSON. Nothing was written and the object
+ * keeps its last state; retrying the same call fails the same way.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ValueTooLarge extends Schema.TaggedError<ValueTooLarge>()("ValueTooLarge", {
+  objectType: Schema.String,
+  objectId: Schema.String,
+  what: Schema.Literals(["state", "alarm payload"]),
+  /** The handler (or hook) whose new state it was, or the alarm's name. */
+  name: Schema.String,
+  /** The encoded size, in UTF-8 bytes of JSON. */
+  bytes: Schema.Number,
+  /** The limit it is over. */
+  limit: Schema.Number
+}) {
+  override get message(): string {
+    const what = this.what === "state" ? `the state left by ${this.name}` : `the payload of alarm ${this.name}`
+    return `${this.objectType}/${this.objectId}: ${what} is ${this.bytes} bytes, over the limit of ${this.limit}`
   }
 }
 
@@ -254,6 +300,7 @@ export type DurableObjectError =
   | RuntimeShutdown
   | CommitTimeout
   | IdempotencyKeyMismatch
+  | ValueTooLarge
 
 /**
  * The commit a call's reply depends on did not answer within `commitTimeout` (a database that is frozen or
@@ -313,7 +360,8 @@ export const DurableObjectError = Schema.Union([
   VersionConflict,
   RuntimeShutdown,
   CommitTimeout,
-  IdempotencyKeyMismatch
+  IdempotencyKeyMismatch,
+  ValueTooLarge
 ])
 
 /**

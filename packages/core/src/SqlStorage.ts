@@ -16,8 +16,9 @@
  */
 import { Cause, Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
 import { Migrator, SqlClient, type SqlError } from "effect/sql"
-import { AlarmClaimLost, StorageError, VersionConflict } from "./Errors.ts"
+import { AlarmClaimLost, StorageError, type StorageOutcome, VersionConflict } from "./Errors.ts"
 import * as Batcher from "./internal/batcher.ts"
+import { defaultLimits } from "./internal/limits.ts"
 import type { SchedulerOptions } from "./internal/records.ts"
 import { span, tracing } from "./internal/span.ts"
 import {
@@ -31,6 +32,7 @@ import {
   type ReplyPut,
   type Scheduler,
   Storage,
+  type StorageLimits,
   type StoredObject,
   type StoredReply,
   type WriteSet
@@ -60,6 +62,15 @@ export interface Options {
    * coalescing), and the most loads one batch reads when loads queue up. Default 256; 1 turns coalescing off.
    */
   readonly maxBatch?: number | undefined
+  /**
+   * The largest encoded state of one object, in UTF-8 bytes of JSON; a call that would store more fails with
+   * `ValueTooLarge` and writes nothing. Default 4 MiB (`Storage.defaultLimits`). On PostgreSQL keep it well
+   * below the driver's `maxMessageSize` (16 MiB by default): `jsonb` reads back as text up to about 1.5 times
+   * longer.
+   */
+  readonly maxStateBytes?: number | undefined
+  /** The largest encoded payload of one alarm, in UTF-8 bytes of JSON. Default 256 KiB. */
+  readonly maxAlarmPayloadBytes?: number | undefined
 }
 
 /**
@@ -93,6 +104,7 @@ export const tables = (options?: Options): Effect.Effect<Tables, StorageError> =
       return Effect.fail(
         new StorageError({
           operation: "configure",
+          outcome: "not-applied",
           detail: `invalid tablePrefix ${JSON.stringify(prefix)}: letters, digits and _, at most 32 characters`
         })
       )
@@ -102,6 +114,7 @@ export const tables = (options?: Options): Effect.Effect<Tables, StorageError> =
       return Effect.fail(
         new StorageError({
           operation: "configure",
+          outcome: "not-applied",
           detail: `invalid schema ${JSON.stringify(schema)}: letters, digits and _, at most 32 characters`
         })
       )
@@ -283,6 +296,51 @@ export const migrateDown = (options?: Options & { readonly to?: number | undefin
     }))
   })
 
+/** The operations that only read: whatever fails, nothing was written. */
+const readOnly: ReadonlySet<string> = new Set(["load", "listAlarms", "nextAlarmAt"])
+
+/**
+ * The failures after which the database certainly did not apply the statement: it refused it and rolled its
+ * transaction back (a deadlock victim, a serialization failure, a lock timeout, a constraint it breaks). Any
+ * other failure, a broken connection above all, may have hit after the commit.
+ */
+const refusedReasons: ReadonlySet<string> = new Set([
+  "DeadlockError",
+  "SerializationError",
+  "LockTimeoutError",
+  "UniqueViolation",
+  "ConstraintError",
+  "AuthorizationError",
+  "AuthenticationError"
+])
+
+/** Whether a failed write may have been stored (see `StorageError.outcome`). */
+const outcomeOf = (operation: string, error: SqlError.SqlError): StorageOutcome =>
+  readOnly.has(operation) || refusedReasons.has(error.reason._tag) ? "not-applied" : "unknown"
+
+/**
+ * Failures the database resolves by rolling one transaction back (deadlock victim, serialization failure): the
+ * attempt applied nothing and the same writes may well succeed a moment later.
+ */
+const isTransient = (error: { readonly _tag: string }): boolean =>
+  error._tag === "SqlError" &&
+  ((error as SqlError.SqlError).reason._tag === "DeadlockError" ||
+    (error as SqlError.SqlError).reason._tag === "SerializationError")
+
+/** How often a batch that deadlocked or failed to serialize is retried, and how long between attempts. */
+const transientRetries = 8
+const transientBackoff = Schedule.exponential("5 millis").pipe(Schedule.jittered)
+
+/** Orders writes by object key (type, then id): the order batches take their row locks in. */
+const compareKeys = (a: WriteSet, b: WriteSet): number =>
+  a.objectType !== b.objectType
+    ? (a.objectType < b.objectType ? -1 : 1)
+    : a.objectId === b.objectId
+    ? 0
+    : a.objectId < b.objectId
+    ? -1
+    : 1
+
 /** Turns SQL failures into `StorageError`s, letting the storage's own typed errors through. */
 const toStorageError =
   (operation: string) =>
@@ -290,7 +348,12 @@ const toStorageError =
     error: E
   ): Exclude<E, SqlError.SqlError> | StorageError =>
     error._tag === "SqlError"
-      ? new StorageError({ operation, detail: sqlDetail(error as SqlError.SqlError), cause: error })
+      ? new StorageError({
+        operation,
+        detail: sqlDetail(error as SqlError.SqlError),
+        outcome: outcomeOf(operation, error as SqlError.SqlError),
+        cause: error
+      })
       : error as Exclude<E, SqlError.SqlError>
 
 /**
@@ -418,6 +481,36 @@ const instrument = <A, E extends { readonly _tag: string }>(
 
 type VersionRow = { readonly object_type: string; readonly object_id: string; readonly version: number | string }
 
+/**
+ * The largest version the storage uses: one more is still exact in a JavaScript number (and in `node:sqlite`,
+ * which refuses to read integers past 2^53 at all).
+ */
+const maxVersion = Number.MAX_SAFE_INTEGER - 1
+
+/**
+ * A stored version read as text (so a hand-edited one past 2^53, or not a number at all, cannot make the
+ * driver fail the whole statement), or `undefined` when it is not a whole number from 1 to {@link maxVersion}.
+ */
+const parseVersion = (text: number | string | bigint): number | undefined => {
+  const version = typeof text === "string" && !/^\d{1,16}$/.test(text.trim()) ? NaN : Number(text)
+  return Number.isInteger(version) && version >= 1 && version <= maxVersion ? version : undefined
+}
+
+/** An object row as loaded: its state, or why it cannot be used (see `StoredObject.invalid`). */
+const storedObject = (state: string, versionText: number | string): StoredObject => {
+  const version = parseVersion(versionText)
+  return version !== undefined ? { state, version } : {
+    state: "",
+    version: 0,
+    invalid: `the stored version ${String(versionText)} is not a whole number from 1 to ${maxVersion} ` +
+      "(the row was edited by hand); delete the object, or set its version to a valid one"
+  }
+}
+
+/** A stored number read back as text: NaN when it is not one (`Number("")` would say 0). */
+const storedNumber = (text: number | string): number =>
+  typeof text === "string" && text.trim() === "" ? NaN : Number(text)
+
 /** Rows per multi-row write statement: 4 parameters each stays far below SQLite's and PostgreSQL's limits. */
 const maxRowsPerStatement = 256
 
@@ -490,14 +583,27 @@ export const make = (options?: Options): Effect.Effect<
     const replies = sql(t.replies)
     const isPg = isPgDialect(sql)
     const stateColumn = isPg ? sql.literal("state::text") : sql.literal("state")
+    const limits: StorageLimits = {
+      maxStateBytes: options?.maxStateBytes ?? defaultLimits.maxStateBytes,
+      maxAlarmPayloadBytes: options?.maxAlarmPayloadBytes ?? defaultLimits.maxAlarmPayloadBytes
+    }
+    /** A JSON column's size as the database returns it, in bytes (without reading it). */
+    const bytesOf = (column: string) => isPg ? `octet_length(${column}::text)` : `length(CAST(${column} AS BLOB))`
+    /**
+     * The largest alarm payload a claim or a listing reads: more is left unread (the alarm fails alone), since
+     * one row the driver cannot read (PostgreSQL's reads at most 16 MiB per row) fails the whole statement,
+     * and a claim's UPDATE has committed by then. Twice the limit, for what was stored before it or reads back
+     * longer (`jsonb` as text), and never less than 8 MiB.
+     */
+    const maxPayloadRead = Math.max(8 * 1024 * 1024, 2 * limits.maxAlarmPayloadBytes)
     const jsonParam = (json: string) => (isPg ? sql`${json}::jsonb` : sql`${json}`)
 
+    // As text: a hand-edited version past 2^53 must not fail the statement (node:sqlite refuses to read it).
     const currentVersion = (objectType: string, objectId: string) =>
       Effect.map(
-        sql<
-          { version: number | string }
-        >`SELECT version FROM ${objects} WHERE object_type = ${objectType} AND object_id = ${objectId}`,
-        (rows) => (rows.length === 0 ? 0 : Number(rows[0]!.version))
+        sql<{ version: number | string }>`SELECT CAST(version AS TEXT) AS version FROM ${objects}
+          WHERE object_type = ${objectType} AND object_id = ${objectId}`,
+        (rows) => (rows.length === 0 ? 0 : storedNumber(rows[0]!.version))
       )
 
     const conflict = (write: WriteSet) =>
@@ -679,6 +785,10 @@ export const make = (options?: Options): Effect.Effect<
           }
         }
         if (write.expectedVersion === 0) {
+          // A row whose version is no valid one loads as version 0 with `invalid` set: deleting at version 0
+          // removes it, so a hand-edited row can always be deleted.
+          yield* sql`DELETE FROM ${objects} WHERE object_type = ${write.objectType} AND object_id = ${write.objectId}
+            AND NOT (version >= 1 AND version <= ${maxVersion})`
           const actual = yield* currentVersion(write.objectType, write.objectId)
           if (actual !== 0) return yield* conflict(write)
         } else {
@@ -788,15 +898,27 @@ export const make = (options?: Options): Effect.Effect<
       let text: string
       switch (kind) {
         case "write":
-          // Updates and creations in one statement (data-modifying CTEs); the padding rows match neither.
-          text = `WITH v(object_type, object_id, state, expected) AS (VALUES ${rows}), updated AS (
+          // Updates and creations in one statement (data-modifying CTEs); the padding rows match neither. The
+          // rows to update are locked first, in key order (`locked`: a locking clause runs above its sort), and
+          // new rows are inserted in key order: whatever join order the planner picks for the update, two
+          // processes' statements over the same rows then take their locks in the same order and never
+          // deadlock each other.
+          text = `WITH v(object_type, object_id, state, expected) AS (VALUES ${rows}), locked AS MATERIALIZED (
+              SELECT o.object_type, o.object_id FROM ${objectsName} AS o
+              JOIN v ON o.object_type = v.object_type AND o.object_id = v.object_id
+              WHERE v.expected > 0 AND o.version = v.expected
+              ORDER BY o.object_type, o.object_id
+              FOR UPDATE OF o
+            ), updated AS (
               UPDATE ${objectsName} AS o SET state = v.state, version = o.version + 1, updated_at = $1::bigint
-              FROM v WHERE v.expected > 0 AND o.object_type = v.object_type AND o.object_id = v.object_id
+              FROM v JOIN locked AS l ON l.object_type = v.object_type AND l.object_id = v.object_id
+              WHERE v.expected > 0 AND o.object_type = v.object_type AND o.object_id = v.object_id
                 AND o.version = v.expected
               RETURNING o.object_type, o.object_id, o.version
             ), inserted AS (
               INSERT INTO ${objectsName} (object_type, object_id, state, version, created_at, updated_at)
               SELECT v.object_type, v.object_id, v.state, 1, $1::bigint, $1::bigint FROM v WHERE v.expected = 0
+              ORDER BY v.object_type, v.object_id
               ON CONFLICT (object_type, object_id) DO NOTHING
               RETURNING object_type, object_id, version
             )
@@ -816,7 +938,9 @@ export const make = (options?: Options): Effect.Effect<
             RETURNING object_type, object_id, version`
           break
         case "load":
-          text = `SELECT o.object_type, o.object_id, ${isPg ? "o.state::text" : "o.state"} AS state, o.version
+          text = `SELECT o.object_type, o.object_id, ${
+            isPg ? "o.state::text" : "o.state"
+          } AS state, CAST(o.version AS TEXT) AS version
             FROM (VALUES ${rows}) AS v${isPg ? "(object_type, object_id)" : ""}
             JOIN ${objectsName} AS o ON o.object_type = ${c(0)} AND o.object_id = ${c(1)}`
           break
@@ -831,9 +955,17 @@ export const make = (options?: Options): Effect.Effect<
      * statement needs none). Each write keeps its own outcome: a version conflict or a lost alarm claim fails
      * that write alone (a savepoint undoes its partial changes); an SQL error fails the whole batch.
      */
-    const commitBatch = (writes: ReadonlyArray<WriteSet>) =>
+    const commitBatchOnce = (writes: ReadonlyArray<WriteSet>) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        if (writes.length === 1) return Effect.map(Effect.exit(commitOne(writes[0]!, now)), (exit) => [exit])
+        if (writes.length === 1) {
+          // A lone write's deadlock fails the attempt, so that `commitBatch` retries it like a batch's.
+          return Effect.flatMap(Effect.exit(commitOne(writes[0]!, now)), (exit) => {
+            const error = Exit.isFailure(exit) ? Cause.findError(exit.cause) : undefined
+            return error !== undefined && error._tag === "Success" && isTransient(error.success)
+              ? Effect.fail(error.success)
+              : Effect.succeed([exit])
+          })
+        }
         if (writes.every(isStateWrite)) {
           return Effect.flatMap(writeStates(writes, now, false), (applied) =>
             Effect.forEach(writes, (write): Effect.Effect<Exit.Exit<number, SqlError.SqlError | VersionConflict>> => {
@@ -879,10 +1011,30 @@ export const make = (options?: Options): Effect.Effect<
           }
           return results
         }))
-      }).pipe(
-        Effect.map((results) => results.map((exit) => Exit.mapError(exit, toStorageError("save")))),
+      })
+
+    /**
+     * A batch, in key order: its writes run in the order of their objects' keys (and PostgreSQL's multi-row
+     * statement locks its rows in that order too), so two processes' batches over the same objects wait for
+     * each other instead of deadlocking. What can still deadlock (a batch against a lone write that locks an
+     * object's alarms before its state row, say) or fail to serialize is retried here: the database rolled
+     * the whole attempt back, so nothing applied and every write of the batch is retried as it was.
+     */
+    const commitBatch = (writes: ReadonlyArray<WriteSet>) => {
+      const order = writes.map((_, i) => i).toSorted((i, j) => compareKeys(writes[i]!, writes[j]!))
+      const sorted = order.map((i) => writes[i]!)
+      return commitBatchOnce(sorted).pipe(
+        Effect.retry({ while: isTransient, times: transientRetries, schedule: transientBackoff }),
+        Effect.map((results) => {
+          const inOrder: Array<(typeof results)[number]> = []
+          order.forEach((i, j) => {
+            inOrder[i] = results[j]!
+          })
+          return inOrder.map((exit) => Exit.mapError(exit, toStorageError("save")))
+        }),
         Effect.mapError(toStorageError("save"))
       )
+    }
 
     const batcher = Batcher.make<WriteSet, number, StorageError | VersionConflict | AlarmClaimLost>({
       key: (write) => objectKey(write.objectType, write.objectId),
@@ -897,32 +1049,96 @@ export const make = (options?: Options): Effect.Effect<
 
     const loadOne = (request: LoadRequest) =>
       Effect.map(
-        sql<{ state: string; version: number | string }>`SELECT ${stateColumn} AS state, version FROM ${objects}
+        sql<{ state: string; version: number | string }>`SELECT ${stateColumn} AS state,
+            CAST(version AS TEXT) AS version FROM ${objects}
           WHERE object_type = ${request.objectType} AND object_id = ${request.objectId}`,
-        (rows) => rows.length === 0 ? undefined : { state: rows[0]!.state, version: Number(rows[0]!.version) }
+        (rows) => rows.length === 0 ? undefined : storedObject(rows[0]!.state, rows[0]!.version)
+      )
+
+    /** The size and version of an object's row, without reading its state. */
+    const probe = (request: LoadRequest) =>
+      Effect.map(
+        sql<{ bytes: number | string | null; version: number | string }>`SELECT ${
+          sql.literal(bytesOf("state"))
+        } AS bytes, CAST(version AS TEXT) AS version FROM ${objects}
+          WHERE object_type = ${request.objectType} AND object_id = ${request.objectId}`,
+        (rows) => rows[0]
       )
 
     /**
-     * The loads of a batch in one statement per chunk (a lone load is the plain single-row query). An SQL
-     * error fails the loads of this batch, and only them.
+     * Why a row whose load failed cannot be read, when its size says so (over `maxStateBytes`: stored before
+     * the limit, or by hand); otherwise the failure stands (the database is failing, not the row).
+     */
+    const unreadable = (request: LoadRequest, error: SqlError.SqlError) =>
+      Effect.flatMap(probe(request), (row): Effect.Effect<StoredObject | undefined, SqlError.SqlError> => {
+        const bytes = Number(row?.bytes)
+        // Only a row over the limit is the row's fault; anything else is the failure it was.
+        if (row === undefined || !(bytes > limits.maxStateBytes)) return Effect.fail(error)
+        const invalid = `the stored state is ${bytes} bytes as the database returns it, over maxStateBytes ` +
+          `(${limits.maxStateBytes}), and could not be read back (${sqlDetail(error)}); delete the object, ` +
+          "or raise the limits of the storage and of the driver"
+        return Effect.succeed({ state: "", version: parseVersion(row.version) ?? 0, invalid })
+      })
+
+    /**
+     * One object's load, on its own. A row too large to read back loads as `invalid`, so only its object fails
+     * (with `StateDecodeError`) and `delete` still works at its version.
+     */
+    const loadAlone = (request: LoadRequest): Effect.Effect<StoredObject | undefined, SqlError.SqlError> =>
+      loadOne(request).pipe(Effect.catch((error) => unreadable(request, error)))
+
+    /** After this many loads in a row failed on their own, the database is failing, not a row: stop trying. */
+    const aloneFailuresToStop = 2
+
+    /**
+     * The loads of a batch in one statement per chunk (a lone load is the plain single-row query). When a
+     * chunk's statement fails, its loads are retried one by one: a row the driver cannot read (one too large
+     * for PostgreSQL's driver) fails the statement of every load beside it, but must fail only its own object.
+     * Once loads fail on their own twice in a row, the rest of the chunk fails with them without more tries,
+     * so a database that is down costs a few statements per batch, not one per load.
      */
     const loadBatch = (requests: ReadonlyArray<LoadRequest>) =>
       Effect.gen(function*() {
-        if (requests.length === 1) return [Exit.succeed(yield* loadOne(requests[0]!))]
-        const found = new Map<string, StoredObject>()
+        if (requests.length === 1) {
+          return [Exit.mapError(yield* Effect.exit(loadAlone(requests[0]!)), toStorageError("load"))]
+        }
+        const results: Array<Exit.Exit<StoredObject | undefined, SqlError.SqlError>> = []
         for (let start = 0; start < requests.length; start += maxRowsPerStatement) {
           const chunk = requests.slice(start, start + maxRowsPerStatement)
           const size = paddedSize(chunk.length)
           const params: Array<unknown> = []
           for (const r of chunk) params.push(r.objectType, r.objectId)
           for (let i = chunk.length; i < size; i++) params.push(null, null)
-          const rows = yield* sql.unsafe<VersionRow & { readonly state: string }>(multiRowText("load", size), params)
-          for (const row of rows) {
-            found.set(objectKey(row.object_type, row.object_id), { state: row.state, version: Number(row.version) })
+          const read = yield* Effect.exit(
+            sql.unsafe<VersionRow & { readonly state: string }>(multiRowText("load", size), params)
+          )
+          if (Exit.isSuccess(read)) {
+            const found = new Map<string, StoredObject>()
+            for (const row of read.value) {
+              found.set(objectKey(row.object_type, row.object_id), storedObject(row.state, row.version))
+            }
+            for (const r of chunk) results.push(Exit.succeed(found.get(objectKey(r.objectType, r.objectId))))
+            continue
+          }
+          let failedInARow = 0
+          let lastFailure: Exit.Exit<StoredObject | undefined, SqlError.SqlError> = Exit.failCause(read.cause)
+          for (const r of chunk) {
+            if (failedInARow >= aloneFailuresToStop) {
+              results.push(lastFailure)
+              continue
+            }
+            const alone = yield* Effect.exit(loadAlone(r))
+            if (Exit.isFailure(alone)) {
+              failedInARow++
+              lastFailure = alone
+            } else {
+              failedInARow = 0
+            }
+            results.push(alone)
           }
         }
-        return requests.map((r) => Exit.succeed(found.get(objectKey(r.objectType, r.objectId))))
-      }).pipe(Effect.mapError(toStorageError("load")))
+        return results.map((exit) => Exit.mapError(exit, toStorageError("load")))
+      })
 
     // Concurrent activations load together: at low load a load goes out at once, under load the loads that
     // queued behind a running one share its next statement.
@@ -930,7 +1146,7 @@ export const make = (options?: Options): Effect.Effect<
       key: (request) => objectKey(request.objectType, request.objectId),
       maxBatch: options?.maxBatch ?? 256,
       run: loadBatch,
-      interrupted: () => new StorageError({ operation: "load", detail: "interrupted" }),
+      interrupted: () => new StorageError({ operation: "load", detail: "interrupted", outcome: "not-applied" }),
       idempotent: true
     })
 
@@ -942,34 +1158,64 @@ export const make = (options?: Options): Effect.Effect<
       readonly object_id: string
       readonly name: string
       readonly fire_at: number | string
-      readonly payload: string
+      readonly payload: string | null
       readonly cron: string | null
       readonly attempts: number | string
       readonly failed_at: number | string | null
       readonly last_error: string | null
     }
-    const alarmColumns = sql.literal(
-      `object_type, object_id, name, fire_at, ${
-        isPg ? "payload::text AS payload" : "payload"
-      }, cron, attempts, failed_at, last_error`
-    )
-    const toAlarm = (row: AlarmRow): AlarmRecord => ({
-      name: row.name,
-      fireAt: Number(row.fire_at),
-      payload: row.payload,
-      cron: row.cron,
-      attempts: Number(row.attempts),
-      failedAt: row.failed_at === null ? null : Number(row.failed_at),
-      lastError: row.last_error
-    })
+    // Numbers as text: a hand-edited one past 2^53 must fail only its alarm, not the statement (node:sqlite
+    // refuses to read such integers, after an UPDATE … RETURNING has already committed).
+    const payloadText = (p: string) => (isPg ? `${p}payload::text` : `${p}payload`)
+    const alarmColumnList = (p: string) =>
+      [
+        `${p}object_type`,
+        `${p}object_id`,
+        `${p}name`,
+        `CAST(${p}fire_at AS TEXT) AS fire_at`,
+        // Past `maxPayloadRead` the payload is left unread (NULL): its alarm fails alone, not the statement.
+        `CASE WHEN ${bytesOf(p + "payload")} <= ${maxPayloadRead} THEN ${payloadText(p)} END AS payload`,
+        `${p}cron`,
+        `CAST(${p}attempts AS TEXT) AS attempts`,
+        `CAST(${p}failed_at AS TEXT) AS failed_at`,
+        `${p}last_error`
+      ].join(", ")
+    const alarmColumnsOf = (p: string) => sql.literal(alarmColumnList(p))
+    const alarmColumns = alarmColumnsOf("")
+    const toAlarm = (row: AlarmRow): AlarmRecord => {
+      const fireAt = storedNumber(row.fire_at)
+      const attempts = storedNumber(row.attempts)
+      const problems: Array<string> = []
+      if (Number.isNaN(fireAt)) problems.push(`the stored fire time ${JSON.stringify(row.fire_at)} is not a number`)
+      if (row.payload === null) {
+        problems.push(
+          `the stored payload is over ${maxPayloadRead} bytes as the database returns it, more than the storage ` +
+            "reads back (it was stored before the limit, or by hand)"
+        )
+      }
+      if (!Number.isSafeInteger(attempts)) {
+        problems.push(`the stored attempts ${JSON.stringify(row.attempts)} is not a whole number`)
+      }
+      const record: AlarmRecord = {
+        name: row.name,
+        fireAt,
+        payload: row.payload ?? "null",
+        cron: row.cron,
+        attempts: Number.isSafeInteger(attempts) ? attempts : 0,
+        failedAt: row.failed_at === null ? null : storedNumber(row.failed_at),
+        lastError: row.last_error
+      }
+      return problems.length === 0 ? record : { ...record, invalid: problems.join("; ") }
+    }
 
     const listAlarms = (
       objectType: string,
       objectId: string
     ): Effect.Effect<ReadonlyArray<AlarmRecord>, StorageError> =>
-      sql<AlarmRow>`SELECT ${alarmColumns} FROM ${alarms}
-        WHERE object_type = ${objectType} AND object_id = ${objectId}
-        ORDER BY fire_at, name`.pipe(
+      // Ordered by the stored columns, not by the text columns of the same names in the result.
+      sql<AlarmRow>`SELECT ${alarmColumnsOf("a.")} FROM ${alarms} AS a
+        WHERE a.object_type = ${objectType} AND a.object_id = ${objectId}
+        ORDER BY a.fire_at, a.name`.pipe(
         Effect.map((rows) => rows.map(toAlarm)),
         Effect.mapError(toStorageError("listAlarms"))
       )
@@ -1004,12 +1250,7 @@ export const make = (options?: Options): Effect.Effect<
             FROM due
             WHERE a.object_type = due.object_type AND a.object_id = due.object_id AND a.name = due.name
               AND ${claimable}
-            RETURNING ${
-          sql.literal(
-            "a.object_type, a.object_id, a.name, a.fire_at, a.payload::text AS payload, a.cron, a.attempts, " +
-              "a.failed_at, a.last_error"
-          )
-        }`
+            RETURNING ${sql.literal(alarmColumnList("a."))}`
         // SQLite runs one writer at a time, so the statement cannot race another claimer.
         : sql<AlarmRow>`UPDATE ${alarms} ${set}
             WHERE (object_type, object_id, name) IN (
@@ -1048,12 +1289,14 @@ export const make = (options?: Options): Effect.Effect<
         sql`SELECT (SELECT MIN(CASE WHEN claim_expires_at > fire_at THEN claim_expires_at ELSE fire_at END)
             FROM ${alarms} WHERE object_type = ${type} AND claim_owner IS NOT NULL) AS next`
       ])
-      return sql<{ next: number | string | null }>`SELECT MIN(next) AS next FROM (${
+      // As text, and NaN read as none: a hand-edited time must never fail the read or make the scheduler spin.
+      return sql<{ next: number | string | null }>`SELECT CAST(MIN(next) AS TEXT) AS next FROM (${
         sql.join(" UNION ALL ", false)(candidates)
       }) AS candidates`.pipe(
         Effect.map((rows) => {
           const next = rows[0]?.next
-          return next === null || next === undefined ? undefined : Number(next)
+          const at = next === null || next === undefined ? NaN : storedNumber(next)
+          return Number.isFinite(at) ? at : undefined
         }),
         Effect.mapError(toStorageError("nextAlarmAt"))
       )
@@ -1098,6 +1341,7 @@ export const make = (options?: Options): Effect.Effect<
         Option.isSome(Context.getOption(caller, sql.transactionService))
           ? new StorageError({
             operation: "call",
+            outcome: "not-applied",
             detail: "a durable object cannot be called from inside a transaction on its own SQLite database " +
               "(SQLite has one writer, held by that transaction until the call returns); call it before or after"
           })
@@ -1146,7 +1390,8 @@ export const make = (options?: Options): Effect.Effect<
       nextAlarmAt,
       releaseAlarm,
       watchAlarms,
-      refuseCaller
+      refuseCaller,
+      limits
     })
   })
 

@@ -13,8 +13,9 @@
  * @since 0.1.0
  */
 import { Context, Effect, Layer, type Scope } from "effect"
+import * as limits from "./internal/limits.ts"
 import * as memoryStorage from "./internal/memoryStorage.ts"
-import type { SchedulerOptions, SchedulerService, StorageService } from "./internal/records.ts"
+import type { SchedulerOptions, SchedulerService, StorageLimits, StorageService } from "./internal/records.ts"
 import * as scheduler from "./internal/scheduler.ts"
 
 export type {
@@ -27,11 +28,21 @@ export type {
   ReplyPut,
   SchedulerOptions,
   SchedulerService,
+  StorageLimits,
   StorageService,
   StoredObject,
   StoredReply,
   WriteSet
 } from "./internal/records.ts"
+
+/**
+ * The size limits a storage applies unless configured otherwise (`SqlStorage`'s `maxStateBytes` and
+ * `maxAlarmPayloadBytes`): 4 MiB of encoded state per object and 256 KiB of encoded payload per alarm.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultLimits: StorageLimits = limits.defaultLimits
 
 /**
  * The storage service.

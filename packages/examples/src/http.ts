@@ -97,7 +97,9 @@ const runtimeErrorStatus = {
   RuntimeShutdown: 503,
   CallTimeout: 503,
   CommitTimeout: 503,
-  IdempotencyKeyMismatch: 422
+  IdempotencyKeyMismatch: 422,
+  // The server cannot store what the request would leave (a state or alarm payload over the storage's limit).
+  ValueTooLarge: 507
 } as const satisfies Record<Errors.DurableObjectError["_tag"], number>
 
 const isRuntimeError = (error: unknown): error is Errors.DurableObjectError =>

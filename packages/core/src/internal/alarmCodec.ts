@@ -53,6 +53,29 @@ const cronExpression = (cronJson: string): string | undefined => {
 export const nextCron = (cronJson: string, now: number): Result.Result<number, string> =>
   Result.map(parseStoredCron(cronJson), (cron) => Cron.next(cron, now).getTime())
 
+/**
+ * The earliest alarm time accepted (1970-01-01T00:00:00Z) and the latest (9999-12-31T23:59:59.999Z), in epoch
+ * milliseconds. Every backend stores and reads these exactly (well inside ±2^53, which `node:sqlite` refuses to
+ * read back past), and every `DateTime` can represent them.
+ */
+export const minFireAt = 0
+export const maxFireAt = 253402300799999
+
+/** Why `fireAt` is not an alarm time (not an integer from 1970 to 9999), or `undefined` when it is one. */
+export const fireAtProblem = (fireAt: number): string | undefined =>
+  Number.isInteger(fireAt) && fireAt >= minFireAt && fireAt <= maxFireAt
+    ? undefined
+    : `alarm time ${fireAt} ms is outside 1970-01-01 … 9999-12-31 (epoch ms ${minFireAt} … ${maxFireAt})`
+
+/** A resolved fire time, in whole milliseconds (a fraction would be REAL on SQLite), if it is in range. */
+const checked = (
+  fireAt: number,
+  cron: string | null
+): Result.Result<{ readonly fireAt: number; readonly cron: string | null }, string> => {
+  const problem = fireAtProblem(Math.ceil(fireAt))
+  return problem === undefined ? Result.succeed({ fireAt: Math.ceil(fireAt), cron }) : Result.fail(problem)
+}
+
 /** Resolves `when` to a fire time, and the cron JSON of a recurring alarm; or says why `when` is invalid. */
 export const resolveWhen = (
   when: When,
@@ -62,24 +85,35 @@ export const resolveWhen = (
     const millis = Duration.toMillis(when.in)
     return !Number.isFinite(millis) || millis < 0
       ? Result.fail("alarm delay must be finite and not negative")
-      : Result.succeed({ fireAt: now + millis, cron: null })
+      : checked(now + millis, null)
   }
   if ("at" in when) {
     const at = typeof when.at === "number" ? when.at : DateTime.toEpochMillis(when.at)
-    return Number.isFinite(at) ? Result.succeed({ fireAt: at, cron: null }) : Result.fail("alarm time must be finite")
+    return Number.isFinite(at) ? checked(at, null) : Result.fail("alarm time must be finite")
   }
   const parsed = Cron.parse(when.cron, when.timeZone)
   if (Result.isFailure(parsed)) return Result.fail(`invalid cron expression ${JSON.stringify(when.cron)}`)
   const stored: StoredCron = when.timeZone === undefined
     ? { expression: when.cron }
     : { expression: when.cron, timeZone: when.timeZone }
-  return Result.succeed({ fireAt: Cron.next(parsed.success, now).getTime(), cron: JSON.stringify(stored) })
+  return checked(Cron.next(parsed.success, now).getTime(), JSON.stringify(stored))
 }
+
+/**
+ * Why a stored (or claimed) alarm cannot fire as stored: what its storage reported (a column that did not read
+ * back, see `AlarmRecord.invalid`), or a fire time outside 1970…9999; `undefined` for a usable one.
+ */
+export const storedProblem = (record: AlarmRecord): string | undefined => record.invalid ?? fireAtProblem(record.fireAt)
+
+/** A stored time as a `DateTime`, clamped into 1970…9999 (a hand-edited one may be anything, even NaN). */
+const storedTime = (millis: number): DateTime.Utc =>
+  DateTime.makeUnsafe(Number.isNaN(millis) ? minFireAt : Math.min(maxFireAt, Math.max(minFireAt, millis)))
 
 /**
  * A stored alarm as `list` returns it. A payload that no longer decodes with its alarm's schema (or an alarm the
  * definition no longer declares) is listed with its stored JSON as the payload, or its raw text when that is not
- * JSON, and `invalid` saying why; a cron schedule that does not parse is listed with `invalid` too.
+ * JSON, and `invalid` saying why; a cron schedule that does not parse, a fire time outside 1970…9999 (listed
+ * clamped into that range) and a column the storage could not read are listed with `invalid` too.
  */
 export const toAlarmInfo = (codecs: AlarmCodecs, record: AlarmRecord): AlarmInfo => {
   const codec = codecs.get(record.name)
@@ -95,6 +129,8 @@ export const toAlarmInfo = (codecs: AlarmCodecs, record: AlarmRecord): AlarmInfo
       ? `the definition declares no alarm "${record.name}"`
       : "the stored payload does not decode with the alarm's payload schema"
   }
+  const stored = storedProblem(record)
+  if (stored !== undefined) invalid = invalid === undefined ? stored : `${invalid}; ${stored}`
   let cron: string | undefined
   if (record.cron !== null) {
     cron = cronExpression(record.cron)
@@ -103,13 +139,13 @@ export const toAlarmInfo = (codecs: AlarmCodecs, record: AlarmRecord): AlarmInfo
   }
   return {
     name: record.name,
-    fireAt: DateTime.makeUnsafe(record.fireAt),
+    fireAt: storedTime(record.fireAt),
     payload,
     attempts: record.attempts,
     cron,
     failed: record.failedAt === null
       ? undefined
-      : { at: DateTime.makeUnsafe(record.failedAt), error: record.lastError ?? "" },
+      : { at: storedTime(record.failedAt), error: record.lastError ?? "" },
     invalid
   }
 }

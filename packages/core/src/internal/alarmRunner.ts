@@ -9,7 +9,7 @@ import { Cause, DateTime, Effect, Exit, Metric, Result, Schedule, Schema } from 
 import { type AlarmInfo, defaultRetryPolicy, retryDelayMillis, type When } from "../Alarms.ts"
 import { AlarmClaimLost, type InvalidObjectId, InvalidPayload, type StorageError, UnknownHandler } from "../Errors.ts"
 import * as Telemetry from "../Telemetry.ts"
-import { type AlarmCodecs, nextCron, resolveWhen, toAlarmInfo } from "./alarmCodec.ts"
+import { type AlarmCodecs, nextCron, resolveWhen, storedProblem, toAlarmInfo } from "./alarmCodec.ts"
 import type { Calls } from "./call.ts"
 import { stageAlarm, touchedAlarm } from "./context.ts"
 import type { AlarmContext } from "./definition.ts"
@@ -104,6 +104,9 @@ export const make = (
 
   /** Runs the handler of `alarm` in the object's serial context and commits, or releases it for a retry. */
   const run = (alarm: ClaimedAlarm): Effect.Effect<void> => {
+    // A row that does not read back as written (a hand edit, a time outside 1970…9999) fails alone, unrun.
+    const problem = storedProblem(alarm)
+    if (problem !== undefined) return release(alarm, null, problem)
     const spec = specs.get(alarm.name)
     const codec = codecs.get(alarm.name)
     if (spec === undefined || codec === undefined) {

@@ -313,7 +313,11 @@ export const make = (
       ? Exit.fail(
         inst.rollback?.epoch === epoch
           ? inst.rollback.error
-          : new StorageError({ operation: "commit", detail: "the object was reloaded while the call ran" })
+          : new StorageError({
+            operation: "commit",
+            detail: "the object was reloaded while the call ran",
+            outcome: "not-applied"
+          })
       )
       : commits.stage(inst, run.label, cell, run.caller, put)
     if (keyed !== undefined && put !== undefined && staged !== undefined && !Exit.isExit(staged)) {

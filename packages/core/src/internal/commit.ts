@@ -11,9 +11,10 @@
  * @internal
  */
 import { Cause, Context, Effect, Exit, Fiber, Tracer } from "effect"
-import { HandlerDefect, StorageError } from "../Errors.ts"
+import { HandlerDefect, StorageError, type ValueTooLarge } from "../Errors.ts"
 import type { Cell } from "./context.ts"
 import { type CommitError, type CommitGroup, type Instance, type Registry } from "./instance.ts"
+import * as Limits from "./limits.ts"
 import type * as Mailbox from "./mailbox.ts"
 import type { ReplyPut, SchedulerService, StorageService } from "./records.ts"
 
@@ -130,9 +131,13 @@ export interface Commits {
     cell: Cell,
     caller: Context.Context<never>,
     reply?: ReplyPut | undefined
-  ) => CommitGroup | undefined | Exit.Exit<never, HandlerDefect>
+  ) => CommitGroup | undefined | Exit.Exit<never, HandlerDefect | ValueTooLarge>
   /** Stages `cell` and waits until it is durable: for hooks and administrative writes. */
-  readonly commitCell: (inst: Instance, handler: string, cell: Cell) => Effect.Effect<void, CommitError | HandlerDefect>
+  readonly commitCell: (
+    inst: Instance,
+    handler: string,
+    cell: Cell
+  ) => Effect.Effect<void, CommitError | HandlerDefect | ValueTooLarge>
   /** Waits for the commits of `inst` in flight or queued, however they end (their callers learn how). */
   readonly quiesce: (inst: Instance) => Effect.Effect<void>
   /** Interrupts the drains in flight (when the runtime's scope closes). */
@@ -149,6 +154,7 @@ export const make = (deps: {
   const { objectType, own, registry, scheduler, storage } = deps
   const codec = registry.codec
   const drains = new Set<Fiber.Fiber<void>>()
+  const limits = storage.limits ?? Limits.defaultLimits
 
   /**
    * Commits the head group of `inst` and then the next ones, in order. A failed commit fails its group and
@@ -163,7 +169,11 @@ export const make = (deps: {
       if (group === undefined) return Effect.void
       if (inst.epoch !== epoch) {
         // The copy these commits were built on was dropped: none of them may reach storage.
-        const error = new StorageError({ operation: "commit", detail: "the object was reloaded before this commit" })
+        const error = new StorageError({
+          operation: "commit",
+          detail: "the object was reloaded before this commit",
+          outcome: "not-applied" // it never reached storage
+        })
         for (const stale of registry.dropStale(inst)) settle(stale, Exit.fail(error))
         return Effect.void
       }
@@ -249,6 +259,15 @@ export const make = (deps: {
         stateChanged = true
       }
     }
+    // Past the storage's limits nothing is staged: a value no backend can read back would poison every later
+    // load or claim that includes it.
+    const tooLarge = Limits.check(
+      limits,
+      { objectType, objectId: inst.id, handler },
+      stateChanged ? json : undefined,
+      ops === undefined ? [] : ops.put.values()
+    )
+    if (tooLarge !== undefined) return Exit.fail(tooLarge)
     const commits = inst.commits
     const last = commits.length === 0 ? undefined : commits[commits.length - 1]
     registry.stage(inst, cell.state, json)
@@ -286,7 +305,7 @@ export const make = (deps: {
   return {
     stage,
     commitCell: (inst, handler, cell) =>
-      Effect.withFiber((fiber): Effect.Effect<void, CommitError | HandlerDefect> => {
+      Effect.withFiber((fiber): Effect.Effect<void, CommitError | HandlerDefect | ValueTooLarge> => {
         const staged = stage(inst, handler, cell, fiber.context)
         if (staged === undefined) return Effect.void
         return Exit.isExit(staged) ? staged : awaitGroup(staged)

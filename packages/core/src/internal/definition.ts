@@ -15,6 +15,7 @@ import type {
   InvalidObjectId,
   StorageError,
   UnknownHandler,
+  ValueTooLarge,
   VersionConflict
 } from "../Errors.ts"
 
@@ -242,7 +243,9 @@ export interface ObjectRuntime<P = any, A = any, E = any, AP = any> {
     payload: unknown,
     idempotencyKey?: string | undefined
   ) => Effect.Effect<unknown, unknown>
-  readonly stop: (id: string) => Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict | HandlerDefect>
+  readonly stop: (
+    id: string
+  ) => Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict | HandlerDefect | ValueTooLarge>
   readonly delete: (id: string) => Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict>
   readonly status: (id: string) => Effect.Effect<Status>
   readonly loadedIds: Effect.Effect<ReadonlyArray<string>>

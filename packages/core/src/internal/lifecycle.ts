@@ -11,6 +11,7 @@ import {
   type InvalidObjectId,
   StateDecodeError,
   type StorageError,
+  type ValueTooLarge,
   type VersionConflict
 } from "../Errors.ts"
 import * as Telemetry from "../Telemetry.ts"
@@ -24,7 +25,9 @@ import { span } from "./span.ts"
 export interface Lifecycle {
   /** With the lock held: loads `inst` from storage, decodes it, runs `onLoad` and commits what it changed. */
   readonly activate: (inst: Instance, chain: ReadonlyArray<string>) => Effect.Effect<void, unknown>
-  readonly stop: (id: string) => Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict | HandlerDefect>
+  readonly stop: (
+    id: string
+  ) => Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict | HandlerDefect | ValueTooLarge>
   readonly delete: (id: string) => Effect.Effect<void, InvalidObjectId | StorageError | VersionConflict>
   readonly status: (id: string) => Effect.Effect<Status>
   /** Hibernates and shuts down idle objects, forever (fork it in the runtime's scope). */
@@ -56,6 +59,10 @@ export const make = (deps: RuntimeParts): Lifecycle => {
       let state: unknown
       let version = 0
       if (stored !== undefined) {
+        // A row the storage could not use (edited by hand, or past its limits) fails like one that does not decode.
+        if (stored.invalid !== undefined) {
+          return yield* new StateDecodeError({ objectType, objectId: inst.id, issue: stored.invalid })
+        }
         const decoded = codec.decode(stored.state)
         if (Exit.isFailure(decoded)) {
           return yield* new StateDecodeError({ objectType, objectId: inst.id, issue: Cause.pretty(decoded.cause) })

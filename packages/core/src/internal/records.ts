@@ -18,6 +18,12 @@ import type { AlarmClaimLost, StorageError, VersionConflict } from "../Errors.ts
 export interface StoredObject {
   readonly state: string
   readonly version: number
+  /**
+   * Set when the row is there but cannot be used (edited by hand, or written past today's limits): why. The
+   * runtime then fails the object's calls with `StateDecodeError` and leaves the row alone. `state` is then
+   * empty, and `version` is the stored one when it is valid, else 0: a delete at that version removes the row.
+   */
+  readonly invalid?: string | undefined
 }
 
 /**
@@ -48,6 +54,12 @@ export interface AlarmRecord extends AlarmPut {
   readonly failedAt: number | null
   /** The last handler failure, rendered, or `null`. */
   readonly lastError: string | null
+  /**
+   * Set by a storage when a column of the row did not read back as the runtime wrote it (a hand edit, or a
+   * payload too large to read): why. Such an alarm is listed with this reason and, once claimed, marked failed
+   * without running its handler.
+   */
+  readonly invalid?: string | undefined
 }
 
 /**
@@ -215,6 +227,24 @@ export interface StorageService {
    * storage refuses such calls with a {@link StorageError} instead.
    */
   readonly refuseCaller?: ((caller: Context.Context<never>) => StorageError | undefined) | undefined
+  /**
+   * Optional: the largest state and alarm payload the runtime may commit to this storage (UTF-8 bytes of their
+   * JSON); past them a call fails with `ValueTooLarge` and nothing is written. Without it, `Storage.defaultLimits`.
+   */
+  readonly limits?: StorageLimits | undefined
+}
+
+/**
+ * Size limits of a storage, in UTF-8 bytes of JSON (see `StorageService.limits`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StorageLimits {
+  /** The largest encoded state of one object. */
+  readonly maxStateBytes: number
+  /** The largest encoded payload of one alarm. */
+  readonly maxAlarmPayloadBytes: number
 }
 
 /** Options of the alarm scheduler. */

@@ -165,7 +165,8 @@ export const make = (
           continue
         }
         failures = 0
-        const next = nextRead.value
+        // A time that is no number (a hand-edited row) would make the sleep below NaN, that is no sleep at all.
+        const next = nextRead.value !== undefined && Number.isFinite(nextRead.value) ? nextRead.value : undefined
         const after = clock.currentTimeMillisUnsafe()
         const until = Math.min(next ?? Infinity, after + pollMillis)
         if (until <= after && claimed.length > 0) continue
