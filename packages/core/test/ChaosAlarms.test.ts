@@ -15,6 +15,7 @@ import { Context, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { type Backend, sqlBackends, type TestDatabase } from "./backends.ts"
 import { Alarmed, alarmNames, alarmStorageOptions } from "./chaos/alarmObject.ts"
+import { soak, soakTimeout } from "./chaos/soak.ts"
 import { randomInt, runWorker } from "./chaos/workers.ts"
 
 interface Ledger {
@@ -70,7 +71,7 @@ const sorted = alarmNames.toSorted()
 const alarmSuite = (backend: Backend) =>
   describe(`Chaos: SIGKILL cycles with alarms on ${backend.name}`, () => {
     for (const workers of [1, 2]) {
-      const cycles = workers === 1 ? 6 : 3
+      const cycles = (workers === 1 ? 6 : 3) * soak
       it.live(`${workers} worker(s) at once, ${cycles} cycles: every alarm's effect exactly once, no row left`, () =>
         Effect.gen(function*() {
           const db = yield* backend.database
@@ -113,7 +114,7 @@ const alarmSuite = (backend: Backend) =>
               `kill, ${inFlightApplied} of them committed), ${effects} alarm effects checked, each exactly once; ` +
               `0 alarm rows left`
           )
-        }), 90_000)
+        }), soakTimeout(90_000))
     }
   })
 

@@ -1,6 +1,7 @@
 /**
  * PostgreSQL failing under load, on a server of the suite's own (`chaos/postgres.ts`): stopped and started
- * again, crashed (postmaster and backends SIGKILLed while commits are in flight) and started again, and frozen
+ * again, crashed (postmaster and backends SIGKILLed while commits are in flight, or the postmaster alone) and
+ * started again, and frozen
  * (every process SIGSTOPped) for longer than the call timeout. In each, 16 fibers keep incrementing 20
  * counters; the history goes through the counter-history checker against what is stored at the end.
  *
@@ -16,6 +17,7 @@ import { checkAgainstStorage } from "./chaos/check.ts"
 import { summarize } from "./chaos/history.ts"
 import { ChaosCounter, describeLoad, firstAckAfter, type LoadStats, startLoad } from "./chaos/load.ts"
 import { ChaosPostgres } from "./chaos/postgres.ts"
+import { soak, soakTimeout } from "./chaos/soak.ts"
 
 let server: ChaosPostgres | undefined
 const chaosServer = () => (server ??= ChaosPostgres.create())
@@ -92,41 +94,64 @@ describe("Chaos: PostgreSQL under load", () => {
   it.live("stopped (pg_ctl stop -m fast) for a second and started again", () =>
     Effect.gen(function*() {
       const pg = chaosServer()
-      const run = yield* underFault(() => {
-        pg.stop()
-        return () => pg.start()
-      }, { before: 400, hold: 1_000 })
-      assert.isAbove(run.stats.errors.get("StorageError") ?? 0, 0, "the stop was seen")
-      yield* assertSound("PostgreSQL stopped and restarted", run)
-    }), 60_000)
+      for (let round = 0; round < soak; round++) {
+        const run = yield* underFault(() => {
+          pg.stop()
+          return () => pg.start()
+        }, { before: 400, hold: 1_000 })
+        assert.isAbove(run.stats.errors.get("StorageError") ?? 0, 0, "the stop was seen")
+        yield* assertSound("PostgreSQL stopped and restarted", run)
+      }
+    }), soakTimeout(60_000))
 
   it.live(
     "crashed mid-commit (postmaster and every backend SIGKILLed) and started again",
     () =>
       Effect.gen(function*() {
         const pg = chaosServer()
-        const run = yield* underFault(() => {
-          pg.crash()
-          return () => pg.start()
-        }, { before: 400, hold: 300 })
-        assert.isAbove(run.stats.errors.get("StorageError") ?? 0, 0, "the crash was seen")
-        yield* assertSound("PostgreSQL SIGKILLed and restarted", run)
+        for (let round = 0; round < soak; round++) {
+          const run = yield* underFault(() => {
+            pg.crash()
+            return () => pg.start()
+          }, { before: 400, hold: 300 })
+          assert.isAbove(run.stats.errors.get("StorageError") ?? 0, 0, "the crash was seen")
+          yield* assertSound("PostgreSQL SIGKILLed and restarted", run)
+        }
       }),
-    60_000
+    soakTimeout(60_000)
+  )
+
+  it.live(
+    "its postmaster alone SIGKILLed mid-commit, then started again",
+    () =>
+      Effect.gen(function*() {
+        const pg = chaosServer()
+        for (let round = 0; round < soak; round++) {
+          const run = yield* underFault(() => {
+            pg.crash(true)
+            return () => pg.start()
+          }, { before: 400, hold: 300 })
+          assert.isAbove(run.stats.errors.get("StorageError") ?? 0, 0, "the crash was seen")
+          yield* assertSound("PostgreSQL postmaster SIGKILLed and restarted", run)
+        }
+      }),
+    soakTimeout(60_000)
   )
 
   it.live("frozen (SIGSTOP) for 2.5 s, past the 1 s call timeout", () =>
     Effect.gen(function*() {
       const pg = chaosServer()
-      const run = yield* underFault(() => {
-        const frozen = pg.freeze()
-        return () => pg.thaw(frozen)
-      }, { before: 400, hold: 2_500 })
-      yield* assertSound("PostgreSQL frozen 2.5 s", run)
-      // The freeze was felt: calls in flight waited for it.
-      assert.isAbove(run.stats.longest.ms, 500)
+      for (let round = 0; round < soak; round++) {
+        const run = yield* underFault(() => {
+          const frozen = pg.freeze()
+          return () => pg.thaw(frozen)
+        }, { before: 400, hold: 2_500 })
+        yield* assertSound("PostgreSQL frozen 2.5 s", run)
+        // The freeze was felt: calls in flight waited for it.
+        assert.isAbove(run.stats.longest.ms, 500)
+      }
       // Not asserted yet: the commit wait is not bounded today (issue 14, item 7), so a call caught in a commit
       // waits for the thaw (the longest call is ~2.5 s, past the 1 s call timeout). Once the bounded commit
       // wait lands: every call ends within the bound (plus slack), the ones cut by it with a typed error.
-    }), 60_000)
+    }), soakTimeout(60_000))
 })

@@ -13,9 +13,10 @@ import { Effect } from "effect"
 import { type Backend, sqlBackends } from "./backends.ts"
 import { checkAgainstStorage } from "./chaos/check.ts"
 import { HistoryRecorder, summarize } from "./chaos/history.ts"
+import { soak, soakTimeout } from "./chaos/soak.ts"
 import { type CounterCycle, randomKill, runCounterCycle } from "./chaos/workers.ts"
 
-const cycles = 12
+const cycles = 12 * soak
 const objects = 50
 const concurrency = 20
 
@@ -45,7 +46,7 @@ const crashSuite = (backend: Backend) =>
               describeCycles(reports)
             }`
         )
-      }), 90_000)
+      }), soakTimeout(90_000))
 
     it.live(`two processes on one database, each SIGKILLed on its own, ${cycles / 2} times`, () =>
       Effect.gen(function*() {
@@ -81,7 +82,7 @@ const crashSuite = (backend: Backend) =>
               )
             }; per cycle: ${describeCycles(reports)}`
         )
-      }), 90_000)
+      }), soakTimeout(90_000))
   })
 
 for (const backend of sqlBackends) crashSuite(backend)

@@ -61,9 +61,14 @@ export class ChaosPostgres {
     asOwner(join(pgBin(), "pg_ctl"), ["-D", join(this.dir, "data"), "-m", "fast", "-w", "stop"])
   }
 
-  /** A crash: the postmaster and every backend SIGKILLed at once (commits in progress die with them). */
-  crash(): void {
-    const pids = this.processes()
+  /**
+   * A crash: the postmaster and every backend SIGKILLed at once (commits in progress die with them); with
+   * `postmasterOnly`, the postmaster alone (its backends notice and exit by themselves; a commit already in a
+   * backend may still finish).
+   */
+  crash(postmasterOnly = false): void {
+    const all = this.processes()
+    const pids = postmasterOnly ? all.slice(0, 1) : all
     for (const pid of pids) {
       try {
         process.kill(pid, "SIGKILL")
@@ -72,7 +77,7 @@ export class ChaosPostgres {
       }
     }
     // Wait until every one is gone (the restart needs the shared memory released).
-    for (let i = 0; i < 200 && pids.some(alive); i++) sleepSync(25)
+    for (let i = 0; i < 400 && all.some(alive); i++) sleepSync(25)
   }
 
   /** Every process of the server stopped (SIGSTOP): connections stay open, nothing answers. */
