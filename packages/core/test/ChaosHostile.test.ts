@@ -146,6 +146,50 @@ describe("Chaos: hostile names", () => {
     }).pipe(Effect.provide(memoryRuntimes)))
 })
 
+/** A proxy trap that throws, for a payload that fails on every kind of inspection. */
+const trap = () => {
+  throw new Error("proxy")
+}
+
+describe("Chaos: hostile values", () => {
+  it.effect("values JSON cannot hold, cycles, throwing getters and proxies, deep nesting: typed, never a defect", () =>
+    Effect.gen(function*() {
+      let deep: unknown = 1
+      for (let i = 0; i < 100_000; i++) deep = { amount: deep }
+      let deepArray: unknown = 1
+      for (let i = 0; i < 100_000; i++) deepArray = [deepArray]
+      const cyclic: Record<string, unknown> = { amount: "1" }
+      cyclic.self = cyclic
+      const throwing = {
+        get amount(): number {
+          throw new Error("getter")
+        }
+      }
+      const proxy = new Proxy({}, { get: trap, has: trap, ownKeys: trap, getOwnPropertyDescriptor: trap })
+      const payloads: ReadonlyArray<readonly [string, unknown]> = [
+        ["NaN", { amount: Number.NaN }],
+        ["Infinity", { amount: Number.POSITIVE_INFINITY }],
+        ["bigint", { amount: 10n }],
+        ["symbol", { amount: Symbol("x") }],
+        ["function", { amount: () => 1 }],
+        ["undefined", undefined],
+        ["cyclic", cyclic],
+        ["throwing getter", throwing],
+        ["proxy", proxy],
+        ["100,000 nested objects", deep],
+        ["100,000 nested arrays", deepArray]
+      ]
+      for (const [label, payload] of payloads) {
+        const o = outcome(yield* Effect.exit(DurableObject.callEncoded(Counter, "values", "increment", payload)))
+        assert.strictEqual(o, "InvalidPayload", label)
+      }
+      // A 50 MB string where a string is expected is just a string (no size limit on payloads in memory).
+      const big = yield* Effect.exit(DurableObject.callEncoded(Counter, "values", "log", "x".repeat(50_000_000)))
+      assert.strictEqual(outcome(big), "ok")
+      assert.strictEqual(yield* Counter.client("values").increment({ amount: 1 }), 1)
+    }).pipe(Effect.provide(memoryRuntimes)))
+})
+
 const sqlSuite = (backend: Backend) =>
   describe(`Chaos: hostile input on ${backend.name}`, () => {
     it.live("fuzzed ids: InvalidObjectId, or an object that survives a restart under exactly that id", () =>

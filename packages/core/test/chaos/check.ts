@@ -46,7 +46,15 @@ export const checkAgainstStorage = (
       history.operations,
       new Map([...stored].map(([id, { count }]) => [id, count]))
     )
-    assert.deepStrictEqual(result.violations, [], summarize(label, result))
+    if (result.violations.length > 0) {
+      const kinds = new Map<string, number>()
+      for (const v of result.violations) kinds.set(v.kind, (kinds.get(v.kind) ?? 0) + 1)
+      assert.fail(
+        `${summarize(label, result)}: ${JSON.stringify(Object.fromEntries(kinds))}; first: ${
+          result.violations.slice(0, 5).map((v) => `${v.object}: ${v.kind}: ${v.detail}`).join("; ")
+        }`
+      )
+    }
     assert.isAbove(result.acknowledged, 0)
     return result
   })

@@ -30,6 +30,8 @@ export interface LoadStats {
   readonly history: HistoryRecorder
   /** Typed failures, by tag. */
   readonly errors: Map<string, number>
+  /** The first message of each tag. */
+  readonly samples: Map<string, string>
   /** Failures that were not typed errors: a defect or an interruption, pretty-printed. */
   readonly untyped: Array<string>
   /** Completion instants (ms, `performance.now()`) of acknowledged calls. */
@@ -41,6 +43,7 @@ export interface LoadStats {
 export const emptyStats = (): LoadStats => ({
   history: new HistoryRecorder(),
   errors: new Map(),
+  samples: new Map(),
   untyped: [],
   ackTimes: [],
   longest: { ms: 0, startedAt: 0, outcome: "" }
@@ -76,6 +79,7 @@ export const startLoad = <E extends { readonly _tag: string }, R>(
           if (error._tag === "Success") {
             outcome = error.success._tag
             stats.errors.set(outcome, (stats.errors.get(outcome) ?? 0) + 1)
+            if (!stats.samples.has(outcome)) stats.samples.set(outcome, String((error.success as any).message))
           } else {
             outcome = "untyped"
             if (stats.untyped.length < 5) stats.untyped.push(Cause.pretty(exit.cause))
@@ -105,5 +109,5 @@ export const startLoad = <E extends { readonly _tag: string }, R>(
 
 /** A one-line account of a load run. */
 export const describeLoad = (stats: LoadStats) =>
-  `${stats.history.acknowledged} acknowledged, errors ${JSON.stringify(Object.fromEntries(stats.errors))}, ` +
+  `${stats.ackTimes.length} acknowledged, errors ${JSON.stringify(Object.fromEntries(stats.errors))}, ` +
   `${stats.untyped.length} untyped, longest call ${Math.round(stats.longest.ms)} ms (${stats.longest.outcome})`

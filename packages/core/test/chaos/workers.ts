@@ -57,11 +57,11 @@ export const runWorker = (
       child.kill("SIGKILL")
     }
     const deadline = setTimeout(() => kill("deadline"), deadlineMs)
+    // Every line counts, those read after the kill was sent too: they were written before the process died.
     createInterface({ input: child.stdout }).on("line", (line) => {
-      if (killed) return
       const fields = line.split(" ")
       if (fields[0] === "ready") {
-        if (policy.afterMs !== undefined) {
+        if (policy.afterMs !== undefined && !killed) {
           const ms = policy.afterMs
           setTimeout(() => kill(`${ms} ms`), ms)
         }
