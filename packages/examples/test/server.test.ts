@@ -183,7 +183,7 @@ interface ShutdownResult {
 }
 
 /**
- * Starts `npm run demo` on a SQLite file, keeps 16 keep-alive connections busy incrementing one counter each,
+ * Starts `npm run demo` on a SQLite file, keeps 64 keep-alive connections busy incrementing one counter,
  * sends SIGINT after 1.5 s, and lets the clients go on until the process is gone.
  */
 const shutdownUnderLoad = (filename: string): Promise<ShutdownResult> =>
@@ -200,14 +200,14 @@ const shutdownUnderLoad = (filename: string): Promise<ShutdownResult> =>
     let okAfterSignal = 0
     let refused = 0
     const other: Array<string> = []
-    const agent = new Http.Agent({ keepAlive: true, maxSockets: 16 })
+    const agent = new Http.Agent({ keepAlive: true, maxSockets: 64 })
     const watchdog = setTimeout(() => child.kill("SIGKILL"), 25_000)
     const onOutput = (chunk: Buffer) => {
       output += chunk.toString()
       const match = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(output)
       if (port === undefined && match?.[1] !== undefined) {
         port = Number(match[1])
-        for (let i = 0; i < 16; i++) loop(i)
+        for (let i = 0; i < 64; i++) loop(i)
         setTimeout(() => {
           signalledAt = performance.now()
           child.kill("SIGINT")
