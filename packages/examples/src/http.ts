@@ -4,9 +4,9 @@
  * `{ "result": … }`; failures are `{ "error": <tag>, "message": … }` with an HTTP status that says what kind
  * of failure it is. No stack trace ever leaves the server; 5xx details go to the log.
  */
-import { type Alarms, DurableObject, type Errors } from "@durable-object/core"
-import { Cause, DateTime, Effect, Exit, Schema } from "effect"
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { type Alarms, DurableObject, Errors } from "@durable-object/core"
+import { ByteSize, Cause, DateTime, Effect, Exit, Schema } from "effect"
+import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { Counter, RateLimiter, ShoppingCart } from "./objects.ts"
 
 // -----------------------------------------------------------------------------------------------------------
@@ -153,21 +153,47 @@ const handlerErrorResponse = (object: Exposed, handler: string, error: unknown) 
 
 class BadRequestBody extends Schema.TaggedError<BadRequestBody>()("BadRequestBody", { message: Schema.String }) {}
 
-/** The request body as JSON; an empty body is `{}`. */
-const jsonBody = Effect.gen(function*() {
-  const request = yield* HttpServerRequest.HttpServerRequest
-  const text = yield* request.text.pipe(
-    Effect.mapError(() => new BadRequestBody({ message: "The request body could not be read" }))
-  )
-  if (text.trim() === "") return {} as unknown
-  return yield* Effect.try({
-    try: () => JSON.parse(text) as unknown,
-    catch: (e) =>
-      new BadRequestBody({
-        message: `The request body is not valid JSON (${e instanceof Error ? e.message : String(e)})`
-      })
+class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()("PayloadTooLarge", { limit: Schema.Number }) {}
+
+/** The default request body limit: 1 MiB. */
+export const defaultMaxBodyBytes = 1024 * 1024
+
+/**
+ * The request body as JSON; an empty body is `{}`. A body over `maxBodyBytes` is refused without being read
+ * whole: at once when its `content-length` says so, else as soon as more than the limit has arrived.
+ */
+const jsonBody = (maxBodyBytes: number) =>
+  Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const declared = request.headers["content-length"]
+    if (declared !== undefined && Number(declared) > maxBodyBytes) {
+      return yield* new PayloadTooLarge({ limit: maxBodyBytes })
+    }
+    const text = yield* request.text.pipe(
+      Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(maxBodyBytes)),
+      Effect.mapError((error) =>
+        error.reason._tag === "RequestParseError" && error.reason.reason === "BodyTooLarge"
+          ? new PayloadTooLarge({ limit: maxBodyBytes })
+          : new BadRequestBody({ message: "The request body could not be read" })
+      )
+    )
+    if (text.trim() === "") return {} as unknown
+    return yield* Effect.try({
+      try: () => JSON.parse(text) as unknown,
+      catch: (e) =>
+        new BadRequestBody({
+          message: `The request body is not valid JSON (${e instanceof Error ? e.message : String(e)})`
+        })
+    })
   })
-})
+
+/** 413, and the connection closes after it (so the rest of a large body is never read). */
+const tooLarge = (e: PayloadTooLarge) =>
+  reply(413, {
+    error: "PayloadTooLarge",
+    message: `The request body is larger than ${e.limit} bytes`,
+    limit: e.limit
+  }, { connection: "close" })
 
 const findObject = (type: string | undefined) => exposed.find((o) => o.path === type)
 
@@ -177,23 +203,27 @@ const unknownType = (type: string | undefined) =>
   })
 
 /** `POST /:type/:id/:handler`: calls the handler with the JSON body as its payload. */
-const callHandler = Effect.gen(function*() {
-  const { handler = "", id = "", type } = yield* HttpRouter.params
-  const object = findObject(type)
-  if (object === undefined) return unknownType(type)
-  const payload = yield* jsonBody
-  // The usual convention for safe retries of unsafe requests: the same key, the same effect, once.
-  const idempotencyKey = (yield* HttpServerRequest.HttpServerRequest).headers["idempotency-key"]
-  const exit = yield* Effect.exit(object.call(id, handler, payload, idempotencyKey))
-  if (Exit.isSuccess(exit)) {
-    return reply(object.replyStatus(handler, exit.value), { result: exit.value ?? null })
-  }
-  const error = Cause.findError(exit.cause)
-  if (error._tag === "Failure") return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
-  return yield* (isRuntimeError(error.success)
-    ? runtimeErrorResponse(error.success)
-    : handlerErrorResponse(object, handler, error.success))
-}).pipe(Effect.catchTag("BadRequestBody", (e) => Effect.succeed(problem(400, "BadRequestBody", e.message))))
+const callHandler = (maxBodyBytes: number) =>
+  Effect.gen(function*() {
+    const { handler = "", id = "", type } = yield* HttpRouter.params
+    const object = findObject(type)
+    if (object === undefined) return unknownType(type)
+    const payload = yield* jsonBody(maxBodyBytes)
+    // The usual convention for safe retries of unsafe requests: the same key, the same effect, once.
+    const idempotencyKey = (yield* HttpServerRequest.HttpServerRequest).headers["idempotency-key"]
+    const exit = yield* Effect.exit(object.call(id, handler, payload, idempotencyKey))
+    if (Exit.isSuccess(exit)) {
+      return reply(object.replyStatus(handler, exit.value), { result: exit.value ?? null })
+    }
+    const error = Cause.findError(exit.cause)
+    if (error._tag === "Failure") return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
+    return yield* (isRuntimeError(error.success)
+      ? runtimeErrorResponse(error.success)
+      : handlerErrorResponse(object, handler, error.success))
+  }).pipe(
+    Effect.catchTag("BadRequestBody", (e) => Effect.succeed(problem(400, "BadRequestBody", e.message))),
+    Effect.catchTag("PayloadTooLarge", (e) => Effect.succeed(tooLarge(e)))
+  )
 
 /** `GET /:type/:id`: where the object is in its lifecycle, and its alarms. */
 const inspect = Effect.gen(function*() {
@@ -253,11 +283,26 @@ const notFound = Effect.map(
     })
 )
 
+export interface RouteOptions {
+  /** Request bodies larger than this many bytes get 413 (default 1 MiB). */
+  readonly maxBodyBytes?: number | undefined
+}
+
+/**
+ * The longest path parameter the router matches. An id may be 1 KiB of UTF-8 (the library's limit), which is
+ * up to 3 KiB once percent-encoded; longer ids still route, so the library answers them with a typed 400.
+ */
+export const maxParamLength = 4 * Errors.maxObjectIdLength
+
 /** The routes, as a layer for `HttpRouter.serve`. */
-export const Routes = HttpRouter.addAll([
-  HttpRouter.route("GET", "/", index),
-  HttpRouter.route("POST", "/:type/:id/:handler", callHandler),
-  HttpRouter.route("GET", "/:type/:id", inspect),
-  HttpRouter.route("DELETE", "/:type/:id", remove),
-  HttpRouter.route("*", "*", notFound)
-])
+export const routes = (options: RouteOptions = {}) =>
+  HttpRouter.addAll([
+    HttpRouter.route("GET", "/", index),
+    HttpRouter.route("POST", "/:type/:id/:handler", callHandler(options.maxBodyBytes ?? defaultMaxBodyBytes)),
+    HttpRouter.route("GET", "/:type/:id", inspect),
+    HttpRouter.route("DELETE", "/:type/:id", remove),
+    HttpRouter.route("*", "*", notFound)
+  ])
+
+/** The routes with the default options. */
+export const Routes = routes()

@@ -2,8 +2,10 @@
  * `npm run demo`: the demo server on a SQLite file in `packages/examples/data/` (or on PostgreSQL when
  * `DATABASE_URL` is set). `npm run demo -- --smoke` runs the non-interactive smoke check instead.
  *
- * Environment: `PORT` (default 3000), `DATABASE_URL` (PostgreSQL; default: the SQLite file),
- * `RATE_LIMIT_WINDOW` (default "1 minute"), `CART_TTL` (default "30 minutes").
+ * Environment: `PORT` (default 3000; 0 picks a free one), `DATABASE_URL` (PostgreSQL; default: the SQLite file
+ * `DEMO_SQLITE_FILE`, or `packages/examples/data/demo.sqlite`),
+ * `RATE_LIMIT_WINDOW` (default "1 minute"), `CART_TTL` (default "30 minutes"), `MAX_BODY_BYTES` (request body
+ * limit, default 1 MiB).
  */
 import { FairScheduler } from "@durable-object/core"
 import { NodeRuntime } from "@effect/platform-node"
@@ -11,6 +13,7 @@ import { Config, Console, Duration, Effect, Layer, Logger, Option, Redacted } fr
 import { HttpServer } from "effect/http"
 import { relative } from "node:path"
 import { fileURLToPath } from "node:url"
+import { defaultMaxBodyBytes } from "./http.ts"
 import { type Database, serverLayer, type ServerOptions } from "./server.ts"
 import { smoke } from "./smoke.ts"
 
@@ -18,14 +21,18 @@ const defaultDatabaseFile = fileURLToPath(new URL("../data/demo.sqlite", import.
 
 /** The server options, from the environment. */
 const options: Effect.Effect<ServerOptions, Config.ConfigError> = Effect.gen(function*() {
-  const port = yield* Config.Port("PORT").pipe(Config.withDefault(3000))
+  // 0 picks a free port (the banner says which).
+  const port = yield* Config.Int("PORT").pipe(Config.withDefault(3000))
+  if (port < 0 || port > 65535) return yield* Effect.die(new RangeError(`PORT must be 0…65535, got ${port}`))
+  const file = yield* Config.String("DEMO_SQLITE_FILE").pipe(Config.withDefault(""))
   const url = yield* Config.option(Config.Redacted("DATABASE_URL"))
   const rateLimitWindow = yield* Config.Duration("RATE_LIMIT_WINDOW").pipe(Config.withDefault(Duration.minutes(1)))
   const cartTtl = yield* Config.Duration("CART_TTL").pipe(Config.withDefault(Duration.minutes(30)))
+  const maxBodyBytes = yield* Config.Int("MAX_BODY_BYTES").pipe(Config.withDefault(defaultMaxBodyBytes))
   const database: Database = Option.isSome(url) && Redacted.value(url.value) !== ""
     ? { _tag: "PostgreSQL", url: url.value }
-    : { _tag: "SQLite", filename: defaultDatabaseFile }
-  return { host: "127.0.0.1", port, database, settings: { rateLimitWindow, cartTtl } }
+    : { _tag: "SQLite", filename: file === "" ? defaultDatabaseFile : file }
+  return { host: "127.0.0.1", port, database, settings: { rateLimitWindow, cartTtl }, maxBodyBytes }
 })
 
 const describe = (database: Database) =>

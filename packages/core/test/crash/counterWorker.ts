@@ -5,11 +5,15 @@
  * Usage: node counterWorker.ts '<json: { spec, ids, concurrency }>'
  *
  * Protocol on stdout, one line each, written synchronously (`writeSync`, so a line is in the pipe before the
- * next step runs and survives the kill):
+ * next step runs and survives the kill). `<op>` numbers the increments of this process; `<t>` is the instant
+ * (`process.hrtime.bigint()`, the machine-wide monotonic clock), taken before the increment is issued and
+ * after it returned, so the test can order operations of several processes (see `chaos/history.ts`):
  * - `ready` once the runtime is up (migrations done);
- * - `start <id>` before an increment of `<id>` is issued;
- * - `ack <id> <count>` after it returned `<count>`: an acknowledged increment;
- * - `fail <id> <tag>` after it failed (nothing acknowledged).
+ * - `start <op> <id> <t>` before an increment of `<id>` is issued;
+ * - `ack <op> <id> <count> <t>` after it returned `<count>`: an acknowledged increment;
+ * - `fail <op> <id> <tag> <t>` after it failed (nothing acknowledged; it may or may not have applied).
+ *
+ * With `objectPrefix` the objects are `<prefix>obj-<n>` (default `obj-<n>`).
  */
 import { SqlStorage } from "@durable-object/core"
 import { Effect, Layer } from "effect"
@@ -21,6 +25,7 @@ interface Config {
   readonly spec: DatabaseSpec
   readonly ids: number
   readonly concurrency: number
+  readonly objectPrefix?: string
 }
 
 const config = JSON.parse(process.argv[2] ?? "") as Config
@@ -34,14 +39,16 @@ const runtime = Counter.layer.pipe(
   Layer.provide(clientFor(config.spec, { maxConnections: 8 }))
 )
 
+let ops = 0
 const incrementForever = Effect.forever(
   Effect.suspend(() => {
-    const id = `obj-${Math.floor(Math.random() * config.ids)}`
-    line(`start ${id}`)
+    const op = ops++
+    const id = `${config.objectPrefix ?? ""}obj-${Math.floor(Math.random() * config.ids)}`
+    line(`start ${op} ${id} ${process.hrtime.bigint()}`)
     return Counter.client(id).increment({ amount: 1 }).pipe(
       Effect.match({
-        onSuccess: (count) => line(`ack ${id} ${count}`),
-        onFailure: (error) => line(`fail ${id} ${error._tag}`)
+        onSuccess: (count) => line(`ack ${op} ${id} ${count} ${process.hrtime.bigint()}`),
+        onFailure: (error) => line(`fail ${op} ${id} ${error._tag} ${process.hrtime.bigint()}`)
       })
     )
   })
