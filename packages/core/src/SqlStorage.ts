@@ -1021,11 +1021,19 @@ export const make = (options?: Options): Effect.Effect<
      * the whole attempt back, so nothing applied and every write of the batch is retried as it was.
      */
     const commitBatch = (writes: ReadonlyArray<WriteSet>) => {
-      const order = writes.map((_, i) => i).toSorted((i, j) => compareKeys(writes[i]!, writes[j]!))
-      const sorted = order.map((i) => writes[i]!)
-      return commitBatchOnce(sorted).pipe(
-        Effect.retry({ while: isTransient, times: transientRetries, schedule: transientBackoff }),
+      // A lone write (every write at low load) has no order to keep.
+      const order = writes.length === 1
+        ? undefined
+        : writes.map((_, i) => i).toSorted((i, j) => compareKeys(writes[i]!, writes[j]!))
+      const attempt = commitBatchOnce(order === undefined ? writes : order.map((i) => writes[i]!))
+      return attempt.pipe(
+        // The retry machinery is set up only once an attempt failed that way: the usual attempt pays nothing.
+        Effect.catchIf(isTransient, () =>
+          attempt.pipe(
+            Effect.retry({ while: isTransient, times: transientRetries - 1, schedule: transientBackoff })
+          )),
         Effect.map((results) => {
+          if (order === undefined) return results.map((exit) => Exit.mapError(exit, toStorageError("save")))
           const inOrder: Array<(typeof results)[number]> = []
           order.forEach((i, j) => {
             inOrder[i] = results[j]!
