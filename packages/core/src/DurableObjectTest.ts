@@ -121,7 +121,8 @@ const runWith = (
       objectType: definition.name,
       clock: yield* Clock.Clock,
       alarmCodecs: AlarmCodec.make(definition),
-      listStored: () => Effect.succeed([])
+      listStored: () => Effect.succeed([]),
+      events: new Set(Object.keys(definition.events ?? {}))
     }
     const cell = makeCell(state)
     const reply = yield* body(makeContext(env, id, cell))

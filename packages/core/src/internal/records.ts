@@ -215,6 +215,21 @@ export interface StorageService {
    * storage refuses such calls with a {@link StorageError} instead.
    */
   readonly refuseCaller?: ((caller: Context.Context<never>) => StorageError | undefined) | undefined
+  /**
+   * Optional: tells other processes on this storage that a commit of an object became durable at `version`
+   * (0: deleted). Called by the runtime after every durable commit, so it must not block: queue and coalesce
+   * (PostgreSQL: NOTIFY, when enabled).
+   */
+  readonly announceCommit?: ((objectType: string, objectId: string, version: number) => void) | undefined
+  /**
+   * Optional: calls `onCommit` for the commits other processes announce, for as long as the scope lasts
+   * (PostgreSQL: LISTEN). Without it, subscribers see only this process's commits.
+   */
+  readonly watchCommits?:
+    | ((
+      onCommit: (objectType: string, objectId: string, version: number) => void
+    ) => Effect.Effect<void, never, Scope.Scope>)
+    | undefined
 }
 
 /** Options of the alarm scheduler. */
