@@ -7,6 +7,7 @@
 import { type Alarms, DurableObject, type Errors } from "@durable-object/core"
 import { Cause, DateTime, Effect, Exit, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { liveRoutes } from "./live.ts"
 import { Counter, RateLimiter, ShoppingCart } from "./objects.ts"
 
 // -----------------------------------------------------------------------------------------------------------
@@ -248,5 +249,6 @@ export const Routes = HttpRouter.addAll([
   HttpRouter.route("POST", "/:type/:id/:handler", callHandler),
   HttpRouter.route("GET", "/:type/:id", inspect),
   HttpRouter.route("DELETE", "/:type/:id", remove),
+  ...liveRoutes,
   HttpRouter.route("*", "*", notFound)
 ])
