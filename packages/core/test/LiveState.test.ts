@@ -5,7 +5,7 @@
  */
 import { DurableObject, DurableObjectTest, Errors, SqlStorage, Storage } from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
+import { Cause, Context, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { postgresUrl } from "./backends.ts"
 import { clientFor } from "./databases.ts"
@@ -165,6 +165,50 @@ describe("live state in one runtime", () => {
       assert.strictEqual(versions, 2)
       yield* Fiber.interrupt(fiber)
     }).pipe(Effect.provide(DurableObjectTest.layer(Tally))))
+
+  it.effect("a run whose commit fails emits nothing; the runs around it do", () => {
+    const storage = recordingStorage(2)
+    return Effect.gen(function*() {
+      const client = Tally.client("c")
+      const { fiber, seen } = yield* collect(client.events)
+      yield* client.ping().pipe(Effect.andThen(Effect.yieldNow), Effect.repeat({ until: () => seen.length > 0 }))
+      seen.length = 0
+      yield* client.add({ amount: 1 }) // commit 1
+      const failed = yield* Effect.exit(client.add({ amount: 10 })) // commit 2: fails in storage
+      assert.isTrue(Exit.isFailure(failed))
+      yield* client.add({ amount: 100 }) // commit 3, on the reloaded state
+      yield* waitUntil(() => seen.length === 2, "two events")
+      assert.deepStrictEqual(seen, [
+        { name: "added", value: { amount: 1, count: 1 } },
+        { name: "added", value: { amount: 100, count: 101 } }
+      ])
+      yield* Fiber.interrupt(fiber)
+    }).pipe(Effect.provide(Tally.layer.pipe(Layer.provideMerge(storage.layer))))
+  })
+
+  it.effect("the test kit's runHandler reports the events a handler emitted", () =>
+    Effect.gen(function*() {
+      const run = yield* DurableObjectTest.runHandler(Tally, "add", { state: { count: 1 }, payload: { amount: 2 } })
+      assert.deepStrictEqual(run.events, [{ name: "added", value: { amount: 2, count: 3 } }])
+      const undeclared = (ctx: DurableObject.ObjectContext<{ count: number }, {}, typeof Tally.events>) =>
+        // @ts-expect-error: an event the definition does not declare
+        ctx.emit("nope", 1)
+      assert.isFunction(undeclared)
+      // At run time too (an untyped caller): emitting it is a defect of the handler.
+      const Loose = DurableObject.defineObject({
+        name: "Loose",
+        state: Schema.Number,
+        initialState: () => 0,
+        handlers: {
+          emit: {
+            success: Schema.Void,
+            handle: (_, ctx) => (ctx.emit as (name: string, value: unknown) => Effect.Effect<void>)("nope", 1)
+          }
+        }
+      })
+      const exit = yield* Effect.exit(DurableObjectTest.runHandler(Loose, "emit", { state: 0 }))
+      assert.isTrue(Exit.isFailure(exit) && Cause.hasDies(exit.cause))
+    }))
 
   it.effect("subscribing neither activates nor keeps an object active; subscribers stay across shutdown", () =>
     Effect.gen(function*() {
