@@ -7,6 +7,7 @@ import { DurableObject, DurableObjectTest, Errors, SqlStorage, Storage } from "@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Context, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
 import { TestClock } from "effect/testing"
+import * as CommitNotifier from "../src/internal/commitNotifier.ts"
 import { postgresUrl } from "./backends.ts"
 import { clientFor } from "./databases.ts"
 
@@ -317,4 +318,20 @@ describe("live state across runtimes on PostgreSQL", () => {
       yield* Fiber.interrupt(fiberA)
       yield* Fiber.interrupt(fiber)
     }), 30_000)
+})
+
+describe("commit announcements", () => {
+  it("pack many commits per notification, each under PostgreSQL's payload limit, and read back exactly", () => {
+    const commits = Array.from(
+      { length: 2000 },
+      (_, i) => [`Type${i % 3}`, `object-${i}-${"x".repeat(i % 90)}`, i] as const
+    )
+    const payloads = CommitNotifier.encode(commits)
+    assert.isAbove(payloads.length, 1)
+    for (const payload of payloads) assert.isBelow(new TextEncoder().encode(payload).length, 8000)
+    assert.deepStrictEqual(payloads.flatMap(CommitNotifier.decode), commits)
+    // Anything else on the channel is ignored.
+    assert.deepStrictEqual(CommitNotifier.decode("not json"), [])
+    assert.deepStrictEqual(CommitNotifier.decode(`[["a","b",1],["a",2,3],"x"]`), [["a", "b", 1]])
+  })
 })

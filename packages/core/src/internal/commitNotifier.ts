@@ -10,7 +10,7 @@
  *
  * @internal
  */
-import { Effect, Queue, Result, Schedule, type Scope } from "effect"
+import { Effect, Fiber, Queue, Result, Schedule, type Scope } from "effect"
 
 /** One announced commit: object type, object id, version (0: deleted). */
 type Announced = readonly [objectType: string, objectId: string, version: number]
@@ -47,31 +47,33 @@ export const decode = (payload: string): Array<Announced> => {
   )
 }
 
-/** Calls `onCommit` for every commit announced on the channel, for as long as the scope lasts. */
-const watch = (
-  listen: Effect.Effect<Queue.Dequeue<{ readonly payload: string }, unknown>, unknown, Scope.Scope>
-) =>
-(
-  onCommit: (objectType: string, objectId: string, version: number) => void
-): Effect.Effect<void, never, Scope.Scope> =>
-  Effect.forkScoped(
-    Effect.scoped(Effect.gen(function*() {
-      const notifications = yield* listen
-      while (true) {
-        const notification = yield* Queue.take(notifications)
-        for (const [objectType, objectId, version] of decode(notification.payload)) {
-          onCommit(objectType, objectId, version)
-        }
+type OnCommit = (objectType: string, objectId: string, version: number) => void
+
+/**
+ * Listens on the channel until interrupted, handing every announced commit to the current `watchers`;
+ * reconnects after a failure.
+ */
+const listenLoop = (
+  listen: Effect.Effect<Queue.Dequeue<{ readonly payload: string }, unknown>, unknown, Scope.Scope>,
+  watchers: ReadonlySet<OnCommit>
+): Effect.Effect<never> =>
+  Effect.scoped(Effect.gen(function*() {
+    const notifications = yield* listen
+    while (true) {
+      const notification = yield* Queue.take(notifications)
+      for (const [objectType, objectId, version] of decode(notification.payload)) {
+        for (const watcher of watchers) watcher(objectType, objectId, version)
       }
-    })).pipe(
-      Effect.tapCause((cause) =>
-        Effect.logWarning("durable-object: commit LISTEN failed; retrying").pipe(
-          Effect.annotateLogs({ cause: String(cause) })
-        )
-      ),
-      Effect.retry(Schedule.spaced("1 second"))
-    )
-  ).pipe(Effect.asVoid)
+    }
+  })).pipe(
+    Effect.tapCause((cause) =>
+      Effect.logWarning("durable-object: commit LISTEN failed; retrying").pipe(
+        Effect.annotateLogs({ cause: String(cause) })
+      )
+    ),
+    Effect.retry(Schedule.spaced("1 second")),
+    Effect.orDie
+  )
 
 /** The announcing and watching halves, over a channel. */
 export const make = (deps: {
@@ -109,5 +111,26 @@ export const make = (deps: {
       Effect.runForkWith(context)(Effect.andThen(Effect.yieldNow, send))
     }
 
-    return { announce, watch: watch(deps.listen) }
+    // One LISTEN (one reserved connection) per storage, shared by every runtime on it, held only while a
+    // runtime watches.
+    const watchers = new Set<OnCommit>()
+    let listening: Fiber.Fiber<never> | undefined
+    const watch = (onCommit: OnCommit): Effect.Effect<void, never, Scope.Scope> =>
+      Effect.andThen(
+        Effect.sync(() => {
+          watchers.add(onCommit)
+          if (listening === undefined) listening = Effect.runForkWith(context)(listenLoop(deps.listen, watchers))
+        }),
+        Effect.addFinalizer(() =>
+          Effect.suspend(() => {
+            watchers.delete(onCommit)
+            if (watchers.size > 0 || listening === undefined) return Effect.void
+            const fiber = listening
+            listening = undefined
+            return Fiber.interrupt(fiber)
+          })
+        )
+      )
+
+    return { announce, watch }
   })

@@ -223,7 +223,8 @@ export interface StorageService {
   readonly announceCommit?: ((objectType: string, objectId: string, version: number) => void) | undefined
   /**
    * Optional: calls `onCommit` for the commits other processes announce, for as long as the scope lasts
-   * (PostgreSQL: LISTEN). Without it, subscribers see only this process's commits.
+   * (PostgreSQL: LISTEN, one per storage however many watch). Without it, subscribers see only this
+   * process's commits.
    */
   readonly watchCommits?:
     | ((
