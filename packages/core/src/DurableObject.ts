@@ -159,9 +159,9 @@ export type EventOf<EV> = { readonly [K in keyof EV]: { readonly name: K; readon
 /**
  * What a client offers besides its handlers: the object's live state (see `docs/live-state.md`).
  *
- * Neither stream keeps the object active: it hibernates and shuts down as usual while watched. Each
- * subscriber has its own sliding buffer, so a slow one never slows the object or other subscribers; it skips
- * to the newest state instead.
+ * Neither stream keeps the object active: it hibernates and shuts down as usual while watched. Subscribers
+ * read the object's 16 newest states at their own pace (a sliding buffer), so a slow one never slows the
+ * object or other subscribers; it skips to the newest states instead.
  *
  * @since 0.1.0
  * @category models

@@ -6,15 +6,21 @@
  * before doing anything else: an object nobody watches pays one map-size check per commit (plus, when the
  * storage broadcasts commits to other runtimes, one queued notification).
  *
- * A subscriber owns a sliding buffer: it never makes a publisher wait, and one that falls behind skips to the
- * newest states. Every change carries its version, and a subscriber drops any change not newer than the last
- * one it emitted, so the stream is in commit order whatever order its sources (the initial load, local
- * commits, reloads after another runtime's commit) deliver in. A change carries the state's JSON, decoded at
- * most once, by the first subscriber that reads it (so skipped changes are never decoded).
+ * An object's topic keeps its last 16 changes in a ring, shared by its subscribers: publishing a change is one
+ * write to the ring, whatever the number of subscribers, plus waking those parked waiting for one. Each
+ * subscriber reads the ring from its own cursor when its stream is pulled, so one that reads slowly costs the
+ * publisher nothing, and one more than 16 changes behind skips to the 16 newest (a sliding buffer). Every
+ * change carries its version, and a subscriber drops any change not newer than the last one it emitted, so the
+ * stream is in commit order whatever order its sources (the initial load, local commits, reloads after another
+ * runtime's commit) deliver in. A change carries the state's JSON, decoded at most once, by the first
+ * subscriber that reads it (so skipped changes are never decoded).
+ *
+ * Events are not states (none may be skipped while the subscriber keeps up), so each events subscriber has a
+ * queue of its own.
  *
  * @internal
  */
-import { Cause, Effect, Exit, Queue, Schedule, Scope, Stream } from "effect"
+import { Array as Arr, Cause, Channel, Effect, Exit, type Pull, Queue, Result, Schedule, Scope, Stream } from "effect"
 import { StorageError } from "../Errors.ts"
 import type { StorageService, StoredObject } from "./records.ts"
 import type { JsonCodec } from "./stateCodec.ts"
@@ -25,25 +31,31 @@ export class Change {
   readonly json: string
   /** Set by a delete: the versions start over, so this change is emitted whatever came before. */
   readonly reset: boolean
-  private decoded: Exit.Exit<unknown, StorageError> | undefined = undefined
+  private decoded: Result.Result<unknown, StorageError> | undefined = undefined
   constructor(version: number, json: string, reset: boolean) {
     this.version = version
     this.json = json
     this.reset = reset
   }
   /** The decoded state (decoded once, shared by every subscriber). */
-  decode(codec: JsonCodec): Exit.Exit<unknown, StorageError> {
+  decode(codec: JsonCodec): Result.Result<unknown, StorageError> {
     if (this.decoded === undefined) {
       const exit = codec.decode(this.json)
-      this.decoded = Exit.isSuccess(exit) ? Exit.succeed(exit.value) : Exit.fail(
+      this.decoded = Exit.isSuccess(exit) ? Result.succeed(exit.value) : Result.fail(
         new StorageError({
           operation: "load",
           detail: `the stored state does not decode with the state schema: ${Cause.pretty(exit.cause)}`
         })
       )
     }
-    return this.decoded!
+    return this.decoded
   }
+}
+
+/** A committed state as a subscriber receives it. */
+interface Snapshot {
+  readonly version: number
+  readonly state: unknown
 }
 
 /** An event a handler emitted, published once its commit is durable. */
@@ -56,14 +68,19 @@ export interface Emitted {
 interface Topic {
   /** The newest version published here (so this runtime's own announcements, echoed back, cost nothing). */
   version: number
-  readonly changes: Set<Queue.Queue<Change, StorageError | Cause.Done>>
+  /** The last `ring.length` changes: change number `n` is at `n % ring.length`. */
+  readonly ring: Array<Change | undefined>
+  /** How many changes were published (the number the next one gets). */
+  published: number
+  /** Subscribers parked until the next change. */
+  readonly parked: Set<() => void>
+  /** How many `changes` streams are open. */
+  subscribers: number
   readonly events: Set<Queue.Queue<Emitted, Cause.Done>>
 }
 
 /** The live-state hub of one object type's runtime. */
 export interface Live {
-  /** Whether any object of this type has a subscriber here (the publishers' fast check). */
-  readonly watched: () => boolean
   /** A commit of `id` became durable at `version` with state `json` (and `events`, when it has any). */
   readonly committed: (id: string, version: number, json: string, events: ReadonlyArray<Emitted> | undefined) => void
   /** `id` was deleted: its subscribers see the initial state again. */
@@ -71,7 +88,7 @@ export interface Live {
   /** Events of a run that committed nothing (no commit to wait for): delivered now. */
   readonly emitted: (id: string, events: ReadonlyArray<Emitted>) => void
   /** The committed states of `id`: the current one first, then one per commit. */
-  readonly changes: (id: string) => Stream.Stream<{ readonly version: number; readonly state: unknown }, StorageError>
+  readonly changes: (id: string) => Stream.Stream<Snapshot, StorageError>
   /** The events of `id` emitted by committed runs, from now on. */
   readonly events: (id: string) => Stream.Stream<Emitted>
   /** Follows commits made by other runtimes (when the storage tells of them), for as long as the scope lasts. */
@@ -84,7 +101,7 @@ export interface Live {
  * Buffer sizes. States slide with room for a short burst, so a subscriber reading at the commit rate sees
  * every commit while one that stalls gets the newest. Events are not states, so their buffer is larger.
  */
-const changeBuffer = 16
+const ringSize = 16
 const eventBuffer = 1024
 
 export const make = (deps: {
@@ -102,24 +119,34 @@ export const make = (deps: {
   const topicOf = (id: string): Topic => {
     let topic = topics.get(id)
     if (topic === undefined) {
-      topic = { version: -1, changes: new Set(), events: new Set() }
+      topic = {
+        version: -1,
+        ring: Array.from<Change | undefined>({ length: ringSize }),
+        published: 0,
+        parked: new Set(),
+        subscribers: 0,
+        events: new Set()
+      }
       topics.set(id, topic)
     }
     return topic
   }
   const leave = (id: string, topic: Topic) => {
-    if (topic.changes.size === 0 && topic.events.size === 0 && topics.get(id) === topic) topics.delete(id)
+    if (topic.subscribers === 0 && topic.events.size === 0 && topics.get(id) === topic) topics.delete(id)
   }
 
-  const publish = (id: string, change: Change) => {
-    const topic = topics.get(id)
-    if (topic === undefined) return
+  const publish = (topic: Topic, change: Change) => {
     if (change.reset || change.version > topic.version) topic.version = change.version
-    for (const queue of topic.changes) Queue.offerUnsafe(queue, change)
+    if (topic.subscribers === 0) return
+    topic.ring[topic.published % ringSize] = change
+    topic.published++
+    if (topic.parked.size === 0) return
+    const parked = Array.from(topic.parked)
+    topic.parked.clear()
+    for (const wake of parked) wake()
   }
-  const deliver = (id: string, events: ReadonlyArray<Emitted>) => {
-    const topic = topics.get(id)
-    if (topic === undefined || topic.events.size === 0) return
+  const deliver = (topic: Topic, events: ReadonlyArray<Emitted>) => {
+    if (topic.events.size === 0) return
     for (const queue of topic.events) for (const event of events) Queue.offerUnsafe(queue, event)
   }
 
@@ -133,36 +160,68 @@ export const make = (deps: {
           : new Change(stored.version, stored.state, false)
     )
 
-  const changes: Live["changes"] = (id) => {
-    const raw = Stream.callback<Change, StorageError>((queue) =>
+  let closed = false
+
+  const changes: Live["changes"] = (id) =>
+    Stream.fromChannel(Channel.fromTransform((_, scope) =>
       Effect.gen(function*() {
         const topic = topicOf(id)
-        topic.changes.add(queue)
-        yield* Effect.addFinalizer(() =>
+        topic.subscribers++
+        let cursor = topic.published
+        yield* Scope.addFinalizer(
+          scope,
           Effect.sync(() => {
-            topic.changes.delete(queue)
+            topic.subscribers--
             leave(id, topic)
           })
         )
         // Subscribed first, loaded second: a commit landing in between is seen by one or the other, and the
-        // version filter below drops whichever copy is older.
-        const current = yield* load(id, false)
-        if (current.version > topic.version) topic.version = current.version
-        Queue.offerUnsafe(queue, current)
-      }), { bufferSize: changeBuffer, strategy: "sliding" })
-    return Stream.suspend(() => {
-      let last = -1
-      return raw.pipe(
-        Stream.filter((change) => {
-          // A reset (a delete) starts the versions over, unless this subscriber is at the initial state already.
-          if (change.reset ? last === 0 : change.version <= last) return false
-          last = change.version
-          return true
-        }),
-        Stream.mapEffect((change) => Effect.map(change.decode(codec), (state) => ({ version: change.version, state })))
-      )
-    })
-  }
+        // version filter drops whichever copy is older.
+        let initial: Change | undefined = yield* load(id, false)
+        if (initial.version > topic.version) topic.version = initial.version
+        let last = -1
+        /** What the subscriber has not read yet, filtered and decoded; empty when there is nothing new. */
+        const take = (): Effect.Effect<Array<Snapshot>, StorageError> => {
+          const batch: Array<Snapshot> = []
+          const emit = (change: Change): StorageError | undefined => {
+            // A reset (a delete) starts the versions over, unless the subscriber is at the initial state already.
+            if (change.reset ? last === 0 : change.version <= last) return undefined
+            const state = change.decode(codec)
+            if (Result.isFailure(state)) return state.failure
+            last = change.version
+            batch.push({ version: change.version, state: state.success })
+            return undefined
+          }
+          if (initial !== undefined) {
+            const failed = emit(initial)
+            initial = undefined
+            if (failed !== undefined) return Exit.fail(failed)
+          }
+          // More than a ring behind: the oldest changes are gone, the subscriber skips to those kept.
+          for (let n = Math.max(cursor, topic.published - ringSize); n < topic.published; n++) {
+            const failed = emit(topic.ring[n % ringSize]!)
+            if (failed !== undefined) return Exit.fail(failed)
+          }
+          cursor = topic.published
+          return Exit.succeed(batch)
+        }
+        const pull: Pull.Pull<Arr.NonEmptyReadonlyArray<Snapshot>, StorageError> = Effect.suspend(() => {
+          if (closed) return Cause.done()
+          return Effect.flatMap(take(), (batch) =>
+            Arr.isArrayNonEmpty(batch) ? Effect.succeed(batch) : Effect.andThen(
+              Effect.callback<void>((resume) => {
+                const wake = () => resume(Effect.void)
+                topic.parked.add(wake)
+                return Effect.sync(() => {
+                  topic.parked.delete(wake)
+                })
+              }),
+              pull
+            ))
+        })
+        return pull
+      })
+    ))
 
   const events: Live["events"] = (id) =>
     Stream.callback<Emitted>((queue) =>
@@ -204,33 +263,40 @@ export const make = (deps: {
             ),
             Effect.option
           )
-          if (change._tag === "Some") publish(id, change.value)
+          const topic = topics.get(id)
+          if (change._tag === "Some" && topic !== undefined) publish(topic, change.value)
         }
       })))
     })
 
   return {
-    watched: () => topics.size !== 0,
     committed: (id, version, json, emitted) => {
       if (announce !== undefined) announce(objectType, id, version)
+      // Nobody watches any object of this type (the usual case): nothing else to do.
       if (topics.size === 0) return
-      publish(id, new Change(version, json, false))
-      if (emitted !== undefined) deliver(id, emitted)
+      const topic = topics.get(id)
+      if (topic === undefined) return
+      publish(topic, new Change(version, json, false))
+      if (emitted !== undefined) deliver(topic, emitted)
     },
     deleted: (id) => {
       if (announce !== undefined) announce(objectType, id, 0)
-      if (topics.size === 0) return
-      publish(id, new Change(0, deps.initialJson(), true))
+      const topic = topics.get(id)
+      if (topic !== undefined) publish(topic, new Change(0, deps.initialJson(), true))
     },
     emitted: (id, emitted) => {
-      if (topics.size !== 0) deliver(id, emitted)
+      const topic = topics.size === 0 ? undefined : topics.get(id)
+      if (topic !== undefined) deliver(topic, emitted)
     },
     changes,
     events,
     follow,
     close: Effect.sync(() => {
+      closed = true
       for (const topic of topics.values()) {
-        for (const queue of topic.changes) Queue.endUnsafe(queue)
+        const parked = Array.from(topic.parked)
+        topic.parked.clear()
+        for (const wake of parked) wake()
         for (const queue of topic.events) Queue.endUnsafe(queue)
       }
     })
