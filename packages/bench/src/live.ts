@@ -6,8 +6,8 @@
  *   single object, with a write handler, so that every commit publishes), 100 subscribers on that object;
  * - durable: scenario 2's workload (`increment` on 1,000 objects on SQLite), 100 subscribers on 100 of them.
  *
- * Baseline: the same workload in the same run without subscribers. Runs alternate A B B A (after a warm-up
- * run), and each row is the mean of its two runs, so drift during the run does not count against either.
+ * Baseline: the same workload in the same run without subscribers. Runs alternate A B B A B A A B (after a
+ * warm-up run), and each row is the mean of its four runs, so drift during the run counts against neither.
  */
 import { SqlStorage, Storage } from "@durable-object/core"
 import { Effect, Layer, Stream } from "effect"
@@ -56,9 +56,18 @@ const measure = <E>(
     return { result, received: received.states - before }
   }))
 
+const mean = (list: ReadonlyArray<{ readonly result: LoadResult }>) =>
+  list.reduce((sum, run) => sum + run.result.throughput, 0) / list.length
+const throughputs = (list: ReadonlyArray<{ readonly result: LoadResult }>) =>
+  list.map((run) => Math.round(run.result.throughput))
+
+/** The order of the runs without (A) and with (B) subscribers: balanced, so linear drift cancels out. */
+const order = "ABBABAAB"
+
 /**
- * The rows of one workload: a discarded warm-up run (JIT), then runs without and with subscribers in the
- * order A B B A, so that drift during the run (the machine's other load, the JIT) weighs on both equally.
+ * The rows of one workload: a discarded warm-up run (JIT), then runs without and with subscribers in a
+ * balanced order, so that drift during the run (the machine's other load, the JIT) weighs on both equally;
+ * each row is the mean of its runs.
  */
 const compare = <E>(
   config: Config,
@@ -69,28 +78,28 @@ const compare = <E>(
 ) =>
   Effect.gen(function*() {
     yield* measure(config, storage("warmup"), ids, 0)
-    const none1 = yield* measure(config, storage("a1"), ids, 0)
-    const subs1 = yield* measure(config, storage("b1"), ids, subscribers)
-    const subs2 = yield* measure(config, storage("b2"), ids, subscribers)
-    const none2 = yield* measure(config, storage("a2"), ids, 0)
-    const none = (none1.result.throughput + none2.result.throughput) / 2
-    const subs = (subs1.result.throughput + subs2.result.throughput) / 2
+    const runs: Record<string, Array<{ readonly result: LoadResult; readonly received: number }>> = { A: [], B: [] }
+    for (const [i, kind] of Array.from(order).entries()) {
+      runs[kind]!.push(yield* measure(config, storage(`${kind}${i}`), ids, kind === "A" ? 0 : subscribers))
+    }
+    const none = mean(runs.A!)
+    const subs = mean(runs.B!)
     const baseline = loadRow(
       { id: `live.${name}.none`, scenario, label: `${label}, no subscribers`, kind: "baseline" },
-      { ...none1.result, throughput: none },
+      { ...runs.A![0]!.result, throughput: none },
       "calls/s",
-      { details: { runs: [Math.round(none1.result.throughput), Math.round(none2.result.throughput)] } }
+      { details: { runs: throughputs(runs.A!) } }
     )
     const measured = loadRow(
       { id: `live.${name}.subscribed`, scenario, label: `${label}, ${subscribers} subscribers`, kind: "measure" },
-      { ...subs1.result, throughput: subs },
+      { ...runs.B![0]!.result, throughput: subs },
       "calls/s",
       {
         ratios: [ratioTo(subs, baseline, "no subscribers")],
         targets: [{ label: "≥ 0.9× no subscribers", pass: subs >= 0.9 * none }],
         details: {
-          runs: [Math.round(subs1.result.throughput), Math.round(subs2.result.throughput)],
-          statesDelivered: subs1.received + subs2.received
+          runs: throughputs(runs.B!),
+          statesDelivered: runs.B!.reduce((sum, run) => sum + run.received, 0)
         }
       }
     )
