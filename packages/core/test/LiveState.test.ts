@@ -247,6 +247,22 @@ describe("live state in one runtime", () => {
       yield* Fiber.interrupt(stalled)
     }).pipe(Effect.provide(DurableObjectTest.layer(Tally))))
 
+  it.effect("a subscriber more than 16 states behind skips to the 16 newest, in order", () =>
+    Effect.gen(function*() {
+      const client = Tally.client("behind")
+      const pull = yield* Stream.toPull(client.changes)
+      assert.deepStrictEqual(yield* pull, [{ version: 0, state: { count: 0 } }])
+      // 50 commits while the subscriber does not pull.
+      for (let i = 0; i < 50; i++) yield* client.add({ amount: 1 })
+      const batch = yield* pull
+      assert.deepStrictEqual(batch.map((s) => s.version), Array.from({ length: 16 }, (_, i) => 35 + i))
+      assert.deepStrictEqual(batch.at(-1), { version: 50, state: { count: 50 } })
+      // Caught up: the next pull waits for the next commit.
+      const next = yield* Effect.forkChild(pull)
+      yield* client.add({ amount: 1 })
+      assert.deepStrictEqual(yield* Fiber.join(next), [{ version: 51, state: { count: 51 } }])
+    }).pipe(Effect.provide(DurableObjectTest.layer(Tally))))
+
   it.effect("an invalid id fails the stream with InvalidObjectId", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(Stream.runDrain(Tally.client("").changes))
