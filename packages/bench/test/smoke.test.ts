@@ -42,7 +42,7 @@ describe("npm run bench -- --smoke", () => {
     expect(results.environment.node).toBe(process.version)
     expect(results.markdown).toContain("| Scenario |")
     const scenarios = new Set(results.rows.map((r) => r.scenario.split(" ")[0]))
-    expect([...scenarios].toSorted()).toEqual(["1", "2", "3", "4", "5", "6", "7"])
+    expect([...scenarios].toSorted()).toEqual(["1", "2", "3", "4", "5", "6", "7", "8"])
 
     for (const row of results.rows) {
       const what = `${row.scenario} / ${row.label}`
@@ -55,7 +55,16 @@ describe("npm run bench -- --smoke", () => {
       if (row.eventLoop !== undefined) expect(row.eventLoop.maxMs >= 0, `${what}: event loop`).toBe(true)
     }
     const ids = new Set(results.rows.map((r) => r.id))
-    for (const id of ["hot.floor", "sqlite.autocommit", "pg.perCall", "cluster.entity", "memory.hibernated"]) {
+    for (
+      const id of [
+        "hot.floor",
+        "sqlite.autocommit",
+        "pg.perCall",
+        "cluster.entity",
+        "memory.hibernated",
+        "live.hot.subscribed"
+      ]
+    ) {
       expect(ids.has(id), id).toBe(true)
     }
   })

@@ -32,7 +32,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, type Schema } from "effect"
+import { Context, Effect, Layer, type Schema, Stream } from "effect"
 import type { AlarmInfo, When } from "./Alarms.ts"
 import type {
   DurableObjectError,
@@ -59,6 +59,7 @@ import {
   type ResolvedOptions,
   resolveOptions,
   type Runtime,
+  type Snapshot,
   type Status,
   type SuccessOf,
   type TypeOf
@@ -79,6 +80,7 @@ export type {
   Options,
   ResolvedOptions,
   Runtime,
+  Snapshot,
   StateAccess,
   Status,
   TypeOf
@@ -95,12 +97,12 @@ export type {
  * @since 0.1.0
  * @category models
  */
-export type AlarmHandlers<S, AP, R> = {
+export type AlarmHandlers<S, AP, R, EV = {}> = {
   readonly [K in keyof AP]: {
     readonly payload?: AP[K]
     readonly handle: (
       payload: TypeOf<AP[K], void>,
-      ctx: AlarmContext<S, NoInfer<AP>>
+      ctx: AlarmContext<S, NoInfer<AP>, NoInfer<EV>>
     ) => Effect.Effect<void, unknown, R>
   }
 }
@@ -112,13 +114,13 @@ export type AlarmHandlers<S, AP, R> = {
  * @since 0.1.0
  * @category models
  */
-export type Handlers<S, P, A, E, R, AP = {}> =
+export type Handlers<S, P, A, E, R, AP = {}, EV = {}> =
   & {
     readonly [K in keyof P]: {
       readonly payload?: P[K]
       readonly handle: (
         payload: TypeOf<P[K], void>,
-        ctx: ObjectContext<S, AP>
+        ctx: ObjectContext<S, AP, EV>
       ) => Effect.Effect<
         TypeOf<K extends keyof A ? A[K] : never, void>,
         TypeOf<K extends keyof E ? E[K] : never, never>,
@@ -146,6 +148,42 @@ export type Client<Name extends string, P, A, E> = {
 }
 
 /**
+ * The events a definition declares, as subscribers receive them: `{ name, value }`, typed per name.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type EventOf<EV> = { readonly [K in keyof EV]: { readonly name: K; readonly value: TypeOf<EV[K], never> } }[
+  keyof EV
+]
+
+/**
+ * What a client offers besides its handlers: the object's live state (see `docs/live-state.md`).
+ *
+ * Neither stream keeps the object active: it hibernates and shuts down as usual while watched. Subscribers
+ * read the object's 16 newest states at their own pace (a sliding buffer), so a slow one never slows the
+ * object or other subscribers; it skips to the newest states instead.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LiveClient<Name extends string, S, EV> {
+  /**
+   * The object's committed states: the current one first (read from storage, without activating the object),
+   * then one per commit, in commit order, each with its version. A state that is not yet durable, or never
+   * will be, is never emitted. A subscriber that falls behind skips to the newest state. Commits made by
+   * other runtimes appear when the storage announces them (PostgreSQL with `notifyCommits`).
+   */
+  readonly changes: Stream.Stream<Snapshot<S>, InvalidObjectId | StorageError, Runtime<Name>>
+  /**
+   * The events the object's handlers emit (`ctx.emit`) from now on, each delivered once the run that emitted
+   * it has committed, in commit order; a failed run emits nothing. In-process only: events are not carried
+   * across runtimes. A subscriber more than 1024 events behind loses the oldest.
+   */
+  readonly events: Stream.Stream<EventOf<EV>, InvalidObjectId, Runtime<Name>>
+}
+
+/**
  * A durable object type: its schemas and handlers, a typed `client`, and the `layer` running it.
  *
  * @since 0.1.0
@@ -158,13 +196,16 @@ export interface Definition<
   A = any,
   E = any,
   R = any,
-  AP = any
+  AP = any,
+  EV = any
 > {
   readonly name: Name
   readonly state: State
   readonly initialState: () => State["Type"]
   readonly handlers: { readonly [K in keyof P]: AnyHandler }
   readonly alarms: { readonly [K in keyof AP]: AnyAlarmHandler }
+  /** The events handlers may emit, by name. */
+  readonly events: { readonly [K in keyof EV]: EV[K] }
   readonly services: ReadonlyArray<Context.Key<any, any>>
   readonly onLoad: ((ctx: ObjectContext<State["Type"], AP>) => Effect.Effect<void, never, R>) | undefined
   readonly onShutdown: ((ctx: ObjectContext<State["Type"], AP>) => Effect.Effect<void, never, R>) | undefined
@@ -180,9 +221,9 @@ export interface Definition<
    * The typed client of the object with this id. Building it is free; nothing runs until a method's Effect
    * does. With an `idempotencyKey`, its calls' effects happen at most once per key (see `CallOptions`).
    */
-  readonly client: (id: string, options?: CallOptions) => Client<Name, P, A, E>
+  readonly client: (id: string, options?: CallOptions) => Client<Name, P, A, E> & LiveClient<Name, State["Type"], EV>
   /** Type-level only. */
-  readonly "~types"?: { readonly P: P; readonly A: A; readonly E: E; readonly R: R; readonly AP: AP }
+  readonly "~types"?: { readonly P: P; readonly A: A; readonly E: E; readonly R: R; readonly AP: AP; readonly EV: EV }
 }
 
 /**
@@ -191,7 +232,7 @@ export interface Definition<
  * @since 0.1.0
  * @category models
  */
-export type AnyDefinition = Definition<any, any, any, any, any, any, any>
+export type AnyDefinition = Definition<any, any, any, any, any, any, any, any>
 
 const namePattern = /^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$/
 
@@ -208,6 +249,9 @@ const namePattern = /^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$/
  * - `services`: the services handlers and hooks may use (their keys). They become requirements of `layer`.
  *   (TypeScript cannot infer handler requirements from inline handlers, so they are declared.)
  * - `alarms`: per alarm, an optional `payload` schema and a `handle` function (see `Alarms`).
+ * - `events`: per event name, the schema of its value; handlers emit them with `ctx.emit(name, value)` and
+ *   `client(id).events` delivers them once the emitting run commits. `changes` and `events` cannot name
+ *   handlers (the client uses them).
  * - `onLoad(ctx)` runs after each activation and may change state; its changes commit before the first call
  *   runs. `onShutdown(ctx)` runs before a graceful stop (idle shutdown, `stop`, layer close).
  *
@@ -223,22 +267,24 @@ export const defineObject = <
   A,
   E,
   const Services extends ReadonlyArray<Context.Key<any, any>> = readonly [],
-  AP = Record<string, unknown>
+  AP = Record<string, unknown>,
+  EV extends Record<string, Schema.Top> = {}
 >(definition: {
   readonly name: Name
   readonly state: State
   readonly initialState: () => State["Type"]
   readonly services?: Services | undefined
-  readonly handlers: Handlers<State["Type"], P, A, E, Services[number]["Identifier"], AP>
-  readonly alarms?: AlarmHandlers<State["Type"], AP, Services[number]["Identifier"]> | undefined
+  readonly handlers: Handlers<State["Type"], P, A, E, Services[number]["Identifier"], AP, EV>
+  readonly alarms?: AlarmHandlers<State["Type"], AP, Services[number]["Identifier"], EV> | undefined
+  readonly events?: EV | undefined
   readonly onLoad?:
-    | ((ctx: ObjectContext<State["Type"], AP>) => Effect.Effect<void, never, Services[number]["Identifier"]>)
+    | ((ctx: ObjectContext<State["Type"], AP, EV>) => Effect.Effect<void, never, Services[number]["Identifier"]>)
     | undefined
   readonly onShutdown?:
-    | ((ctx: ObjectContext<State["Type"], AP>) => Effect.Effect<void, never, Services[number]["Identifier"]>)
+    | ((ctx: ObjectContext<State["Type"], AP, EV>) => Effect.Effect<void, never, Services[number]["Identifier"]>)
     | undefined
   readonly options?: Options | undefined
-}): Definition<Name, State, P, A, E, Services[number]["Identifier"], AP> => {
+}): Definition<Name, State, P, A, E, Services[number]["Identifier"], AP, EV> => {
   if (!namePattern.test(definition.name)) {
     throw new TypeError(
       `durable-object: invalid object type name ${
@@ -250,6 +296,11 @@ export const defineObject = <
   for (const [name, handler] of Object.entries(handlers)) {
     if (typeof handler?.handle !== "function") {
       throw new TypeError(`durable-object: handler ${definition.name}.${name} has no handle function`)
+    }
+    if (name === "changes" || name === "events") {
+      throw new TypeError(
+        `durable-object: ${definition.name} cannot name a handler "${name}" (the client's live state)`
+      )
     }
   }
   const alarms = (definition.alarms ?? {}) as unknown as Record<string, AnyAlarmHandler>
@@ -270,7 +321,8 @@ export const defineObject = <
     services: definition.services ?? [],
     onLoad: definition.onLoad,
     onShutdown: definition.onShutdown,
-    options: resolveOptions(definition.options)
+    options: resolveOptions(definition.options),
+    events: definition.events ?? {}
   }
   // The runtime takes the declared services from the context it is built in; they are this layer's
   // requirements.
@@ -297,6 +349,19 @@ export const defineObject = <
     }
     return found
   }
+  // The live streams look the runtime up when they start, like calls do.
+  Object.defineProperty(ClientImpl.prototype, "changes", {
+    get(this: ClientImpl) {
+      const id = this[clientId]
+      return Stream.unwrap(key.useSync((rt) => rt.changes(id)))
+    }
+  })
+  Object.defineProperty(ClientImpl.prototype, "events", {
+    get(this: ClientImpl) {
+      const id = this[clientId]
+      return Stream.unwrap(key.useSync((rt) => rt.events(id)))
+    }
+  })
   for (const name of Object.keys(handlers)) {
     Object.defineProperty(ClientImpl.prototype, name, {
       get(this: ClientImpl) {
@@ -317,10 +382,13 @@ export const defineObject = <
     options: spec.options,
     handlers: definition.handlers as unknown as { readonly [K in keyof P]: AnyHandler },
     alarms: alarms as { readonly [K in keyof AP]: AnyAlarmHandler },
+    events: spec.events as { readonly [K in keyof EV]: EV[K] },
     runtime: key,
     layer,
     client: (id: string, options?: CallOptions) =>
-      new ClientImpl(id, options?.idempotencyKey) as unknown as Client<Name, P, A, E>
+      new ClientImpl(id, options?.idempotencyKey) as unknown as
+        & Client<Name, P, A, E>
+        & LiveClient<Name, State["Type"], EV>
   }
 }
 

@@ -108,6 +108,8 @@ export interface HandlerRun<S, A> {
     /** Whether the handler cancelled every alarm. */
     readonly cancelledAll: boolean
   }
+  /** The events the handler emitted (`ctx.emit`), in order: what its subscribers would get once it commits. */
+  readonly events: ReadonlyArray<{ readonly name: string; readonly value: unknown }>
 }
 
 const runWith = (
@@ -121,7 +123,8 @@ const runWith = (
       objectType: definition.name,
       clock: yield* Clock.Clock,
       alarmCodecs: AlarmCodec.make(definition),
-      listStored: () => Effect.succeed([])
+      listStored: () => Effect.succeed([]),
+      events: new Set(Object.keys(definition.events ?? {}))
     }
     const cell = makeCell(state)
     const reply = yield* body(makeContext(env, id, cell))
@@ -134,7 +137,8 @@ const runWith = (
           AlarmCodec.toAlarmInfo(env.alarmCodecs, { ...put, attempts: 0, failedAt: null, lastError: null })),
         cancelled: Array.from(ops?.remove ?? []),
         cancelledAll: ops?.removeAll ?? false
-      }
+      },
+      events: cell.events ?? []
     }
   })
 

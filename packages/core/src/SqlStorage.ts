@@ -18,6 +18,7 @@ import { Cause, Clock, Context, Effect, Exit, Layer, Metric, Option, Queue, Sche
 import { Migrator, SqlClient, type SqlError } from "effect/sql"
 import { AlarmClaimLost, StorageError, type StorageOutcome, VersionConflict } from "./Errors.ts"
 import * as Batcher from "./internal/batcher.ts"
+import * as CommitNotifier from "./internal/commitNotifier.ts"
 import { defaultLimits } from "./internal/limits.ts"
 import type { SchedulerOptions } from "./internal/records.ts"
 import { span, tracing } from "./internal/span.ts"
@@ -71,6 +72,13 @@ export interface Options {
   readonly maxStateBytes?: number | undefined
   /** The largest encoded payload of one alarm, in UTF-8 bytes of JSON. Default 256 KiB. */
   readonly maxAlarmPayloadBytes?: number | undefined
+  /**
+   * PostgreSQL only: announce every commit to the other processes on the database (NOTIFY, many commits per
+   * notification) and follow theirs (LISTEN), so live-state subscribers (`client(id).changes`) see commits
+   * made by any runtime. Enable it on every runtime sharing the database. Default `false`: subscribers see
+   * only their own runtime's commits, and commits pay nothing for it.
+   */
+  readonly notifyCommits?: boolean | undefined
 }
 
 /**
@@ -1343,6 +1351,14 @@ export const make = (options?: Options): Effect.Effect<
 
     // SQLite has one connection and one writer: a caller inside a transaction on it holds both until its call
     // returns, so the call's storage work could never run. PostgreSQL commits on another pooled connection.
+    const commitChannel = `${t.objects.replace(/\./g, "_")}_commits`
+    const notifier = Option.isSome(pg) && options?.notifyCommits === true
+      ? yield* CommitNotifier.make({
+        notify: (payload) => sql`SELECT pg_notify(${commitChannel}, ${payload})`,
+        listen: pg.value.listen(commitChannel)
+      })
+      : undefined
+
     const refuseCaller = isPgDialect(sql) ?
       undefined :
       (caller: Context.Context<never>) =>
@@ -1399,7 +1415,9 @@ export const make = (options?: Options): Effect.Effect<
       releaseAlarm,
       watchAlarms,
       refuseCaller,
-      limits
+      limits,
+      announceCommit: notifier?.announce,
+      watchCommits: notifier?.watch
     })
   })
 

@@ -7,6 +7,7 @@
 import { type Alarms, DurableObject, Errors } from "@durable-object/core"
 import { ByteSize, Cause, DateTime, Effect, Exit, Schema } from "effect"
 import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { liveRoutes } from "./live.ts"
 import { Counter, RateLimiter, ShoppingCart } from "./objects.ts"
 
 // -----------------------------------------------------------------------------------------------------------
@@ -301,6 +302,7 @@ export const routes = (options: RouteOptions = {}) =>
     HttpRouter.route("POST", "/:type/:id/:handler", callHandler(options.maxBodyBytes ?? defaultMaxBodyBytes)),
     HttpRouter.route("GET", "/:type/:id", inspect),
     HttpRouter.route("DELETE", "/:type/:id", remove),
+    ...liveRoutes,
     HttpRouter.route("*", "*", notFound)
   ])
 

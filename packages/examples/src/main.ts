@@ -50,6 +50,7 @@ const banner = (url: string, database: Database) =>
     `  curl -X POST ${url}/counter/alice/increment -d '{"amount": 5}'`,
     `  curl -X POST ${url}/rate-limiter/alice/check -d '{"limit": 3}'`,
     `  curl -X POST ${url}/cart/alice/add -d '{"sku": "apple", "quantity": 2}'`,
+    `  curl -N ${url}/counter/alice/changes      (live state, as Server-Sent Events)`,
     "",
     `GET ${url}/ lists every handler; GET ${url}/cart/alice shows the cart's expiry alarm.`,
     "Ctrl-C stops the objects gracefully; start again and the state is still there.",

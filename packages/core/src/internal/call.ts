@@ -280,7 +280,7 @@ export const make = (
     const { cell, epoch, inst, keyed } = run
     if (
       cell.state === inst.state && cell.alarms === undefined && cell.fired === undefined &&
-      inst.epoch === epoch && inst.status === "active"
+      cell.events === undefined && inst.epoch === epoch && inst.status === "active"
     ) {
       // Nothing changed (a read needs no stored reply, keyed or not): the reply only waits for the commits
       // whose state it saw.

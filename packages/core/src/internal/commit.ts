@@ -15,6 +15,7 @@ import { HandlerDefect, StorageError, type ValueTooLarge } from "../Errors.ts"
 import type { Cell } from "./context.ts"
 import { type CommitError, type CommitGroup, type Instance, type Registry } from "./instance.ts"
 import * as Limits from "./limits.ts"
+import type { Live } from "./live.ts"
 import type * as Mailbox from "./mailbox.ts"
 import type { ReplyPut, SchedulerService, StorageService } from "./records.ts"
 
@@ -150,8 +151,9 @@ export const make = (deps: {
   readonly storage: StorageService
   readonly own: OwnStorage
   readonly scheduler: SchedulerService
+  readonly live: Live
 }): Commits => {
-  const { objectType, own, registry, scheduler, storage } = deps
+  const { live, objectType, own, registry, scheduler, storage } = deps
   const codec = registry.codec
   const drains = new Set<Fiber.Fiber<void>>()
   const limits = storage.limits ?? Limits.defaultLimits
@@ -192,6 +194,8 @@ export const make = (deps: {
       return Effect.flatMap(Effect.exit(committed), (exit) => {
         if (Exit.isSuccess(exit)) {
           registry.committed(inst, exit.value)
+          // Subscribers see only durable states, in commit order: this is the one place a commit lands.
+          live.committed(inst.id, exit.value, group.json, group.events)
           if (group.wakeAt !== undefined) scheduler.wake(group.wakeAt)
           if (group.replies !== undefined) {
             for (const reply of group.replies) scheduler.repliesStored(reply.expiresAt)
@@ -271,10 +275,19 @@ export const make = (deps: {
     const commits = inst.commits
     const last = commits.length === 0 ? undefined : commits[commits.length - 1]
     registry.stage(inst, cell.state, json)
-    if (!stateChanged && !alarmChanges && reply === undefined) return last
+    const events = cell.events
+    if (!stateChanged && !alarmChanges && reply === undefined) {
+      // Nothing to write: the run's events go out with the commit it waits for, or now when there is none.
+      if (events !== undefined) {
+        if (last === undefined) live.emitted(inst.id, events)
+        else (last.events ??= []).push(...events)
+      }
+      return last
+    }
     if (!alarmChanges && last !== undefined && !last.started && last.alarms === undefined) {
       last.json = json
       if (reply !== undefined) (last.replies ??= []).push(reply)
+      if (events !== undefined) (last.events ??= []).push(...events)
       return last
     }
     let wakeAt: number | undefined
@@ -291,6 +304,7 @@ export const make = (deps: {
         }
         : undefined,
       replies: reply === undefined ? undefined : [reply],
+      events,
       waiters: [],
       exit: undefined,
       started: false,

@@ -9,6 +9,7 @@ import type { AlarmInfo, When } from "../Alarms.ts"
 import type { StorageError } from "../Errors.ts"
 import { type AlarmCodecs, resolveWhen, toAlarmInfo } from "./alarmCodec.ts"
 import type { ObjectContext } from "./definition.ts"
+import type { Emitted } from "./live.ts"
 import type { AlarmPut, AlarmRecord } from "./records.ts"
 
 /** Alarm changes staged by one handler run. */
@@ -24,9 +25,11 @@ export interface Cell {
   alarms: AlarmOps | undefined
   /** Set when the run is an alarm firing: the alarm to remove (under its claim) when the run commits. */
   fired: { readonly name: string; readonly claim: string; readonly cron: string | null } | undefined
+  /** Events emitted by the run, published only once its commit is durable (see `live.ts`). */
+  events: Array<Emitted> | undefined
 }
 
-export const makeCell = (state: unknown): Cell => ({ state, alarms: undefined, fired: undefined })
+export const makeCell = (state: unknown): Cell => ({ state, alarms: undefined, fired: undefined, events: undefined })
 
 /** What contexts of one object type share. */
 export interface ContextEnv {
@@ -34,6 +37,8 @@ export interface ContextEnv {
   readonly clock: Clock.Clock
   readonly alarmCodecs: AlarmCodecs
   readonly listStored: (id: string) => Effect.Effect<ReadonlyArray<AlarmRecord>, StorageError>
+  /** The event names the definition declares. */
+  readonly events: ReadonlySet<string>
 }
 
 const opsOf = (cell: Cell): AlarmOps => {
@@ -157,9 +162,22 @@ class AlarmsAccessImpl {
   }
 }
 
-export const makeContext = (env: ContextEnv, id: string, cell: Cell): ObjectContext<unknown, any> => ({
+/** A context's `emit`: stages the event in the cell, so a run that fails emits nothing. */
+const emitter = (env: ContextEnv, cell: Cell) => (name: string, value: unknown): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    if (!env.events.has(name)) {
+      return Effect.die(new TypeError(`durable-object: ${env.objectType} declares no event "${name}"`))
+    }
+    ;(cell.events ??= []).push({ name, value })
+    return Effect.void
+  })
+
+export const makeContext = (env: ContextEnv, id: string, cell: Cell): ObjectContext<unknown, any, any> => ({
   objectType: env.objectType,
   id,
   state: new StateAccessImpl(cell) as ObjectContext<unknown, any>["state"],
-  alarms: new AlarmsAccessImpl(env, id, cell) as unknown as ObjectContext<unknown, any>["alarms"]
+  alarms: new AlarmsAccessImpl(env, id, cell) as unknown as ObjectContext<unknown, any>["alarms"],
+  get emit() {
+    return emitter(env, cell) as ObjectContext<unknown, any, any>["emit"]
+  }
 })

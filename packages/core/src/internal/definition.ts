@@ -6,7 +6,7 @@
  *
  * @internal
  */
-import type { Context, Effect, Fiber, Schema } from "effect"
+import type { Context, Effect, Fiber, Schema, Stream } from "effect"
 import { Duration } from "effect"
 import type { AlarmInfo, AlarmsAccess, FiredAlarm, RetryPolicy, When } from "../Alarms.ts"
 import type {
@@ -43,7 +43,7 @@ export interface StateAccess<S> {
  * @since 0.1.0
  * @category models
  */
-export interface ObjectContext<S, AP = {}> {
+export interface ObjectContext<S, AP = {}, EV = {}> {
   /** The definition's name. */
   readonly objectType: string
   /** The object's id. */
@@ -52,6 +52,11 @@ export interface ObjectContext<S, AP = {}> {
   readonly state: StateAccess<S>
   /** The object's alarms: changes commit with the state changes. */
   readonly alarms: AlarmsAccess<AP>
+  /**
+   * Emits one of the definition's `events` to the object's event subscribers (`client(id).events`). The
+   * event is delivered only once this run's changes are committed, and never if the run fails.
+   */
+  readonly emit: <K extends keyof EV & string>(name: K, value: TypeOf<EV[K], never>) => Effect.Effect<void>
 }
 
 /**
@@ -60,7 +65,7 @@ export interface ObjectContext<S, AP = {}> {
  * @since 0.1.0
  * @category models
  */
-export interface AlarmContext<S, AP = {}> extends ObjectContext<S, AP> {
+export interface AlarmContext<S, AP = {}, EV = {}> extends ObjectContext<S, AP, EV> {
   readonly alarm: FiredAlarm
 }
 
@@ -179,6 +184,8 @@ export interface DefinitionSpec {
   readonly onLoad: ((ctx: ObjectContext<any, any>) => Effect.Effect<void, never, any>) | undefined
   readonly onShutdown: ((ctx: ObjectContext<any, any>) => Effect.Effect<void, never, any>) | undefined
   readonly options: ResolvedOptions
+  /** The declared events' schemas, by name. */
+  readonly events: { readonly [name: string]: Schema.Top }
 }
 
 /**
@@ -259,6 +266,22 @@ export interface ObjectRuntime<P = any, A = any, E = any, AP = any> {
   readonly listAlarms: (
     id: string
   ) => Effect.Effect<ReadonlyArray<AlarmInfo<keyof AP & string>>, InvalidObjectId | StorageError>
+  /** The committed states of an object (see `LiveState`), decoded (typed by the definition's client). */
+  readonly changes: (id: string) => Stream.Stream<Snapshot<unknown>, InvalidObjectId | StorageError>
+  /** The events of an object's committed runs (see `LiveState`). */
+  readonly events: (id: string) => Stream.Stream<{ readonly name: string; readonly value: unknown }, InvalidObjectId>
+}
+
+/**
+ * One committed state of an object: its state, decoded, and its version (1 after the first commit, plus one
+ * per commit; 0 for an object never written or deleted).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Snapshot<S> {
+  readonly version: number
+  readonly state: S
 }
 
 const defaultOptions = {

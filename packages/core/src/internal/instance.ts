@@ -24,6 +24,7 @@ import { type Clock, type Context, Effect, Exit, Latch, Metric } from "effect"
 import type { AlarmClaimLost, StorageError, VersionConflict } from "../Errors.ts"
 import * as Telemetry from "../Telemetry.ts"
 import { IdleList, type IdleNode } from "./idleList.ts"
+import type { Emitted } from "./live.ts"
 import * as Mailbox from "./mailbox.ts"
 import type { AlarmChanges, ReplyPut } from "./records.ts"
 import type { JsonCodec } from "./stateCodec.ts"
@@ -42,6 +43,8 @@ export interface CommitGroup {
   readonly alarms: AlarmChanges | undefined
   /** Replies of calls made with idempotency keys, stored with this state. */
   replies: Array<ReplyPut> | undefined
+  /** Events emitted by the runs in this group, published once it is durable. */
+  events: Array<Emitted> | undefined
   readonly waiters: Array<(exit: Exit.Exit<void, CommitError>) => void>
   exit: Exit.Exit<void, CommitError> | undefined
   started: boolean

@@ -37,7 +37,7 @@ export interface Lifecycle {
 }
 
 export const make = (deps: RuntimeParts): Lifecycle => {
-  const { checkId, clock, commits, def, makeContext, own, registry, user } = deps
+  const { checkId, clock, commits, def, live, makeContext, own, registry, user } = deps
   const objectType = def.name
   const options = def.options
   const codec = registry.codec
@@ -165,6 +165,7 @@ export const make = (deps: RuntimeParts): Lifecycle => {
             Effect.onError(() => Effect.sync(() => registry.unload(inst)))
           )
           registry.markStopped(inst)
+          live.deleted(id)
         })
       ).pipe(Effect.catchTag("AlarmClaimLost", Effect.die))
     })

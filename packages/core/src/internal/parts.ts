@@ -10,6 +10,7 @@ import type { Commits, OwnStorage } from "./commit.ts"
 import type { Cell } from "./context.ts"
 import type { DefinitionSpec, ObjectContext } from "./definition.ts"
 import type { Registry } from "./instance.ts"
+import type { Live } from "./live.ts"
 import type { UserCode } from "./userCode.ts"
 
 export interface RuntimeParts {
@@ -19,6 +20,8 @@ export interface RuntimeParts {
   /** Storage, with its work in the runtime's own context. */
   readonly own: OwnStorage
   readonly user: UserCode
+  /** The subscribers of this type's objects (live state). */
+  readonly live: Live
   readonly clock: Clock.Clock
   /** The context a handler, hook or alarm of object `id` gets, over its working `cell`. */
   readonly makeContext: (id: string, cell: Cell) => ObjectContext<unknown, any>

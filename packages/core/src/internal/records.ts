@@ -232,6 +232,22 @@ export interface StorageService {
    * JSON); past them a call fails with `ValueTooLarge` and nothing is written. Without it, `Storage.defaultLimits`.
    */
   readonly limits?: StorageLimits | undefined
+  /**
+   * Optional: tells other processes on this storage that a commit of an object became durable at `version`
+   * (0: deleted). Called by the runtime after every durable commit, so it must not block: queue and coalesce
+   * (PostgreSQL: NOTIFY, when enabled).
+   */
+  readonly announceCommit?: ((objectType: string, objectId: string, version: number) => void) | undefined
+  /**
+   * Optional: calls `onCommit` for the commits other processes announce, for as long as the scope lasts
+   * (PostgreSQL: LISTEN, one per storage however many watch). Without it, subscribers see only this
+   * process's commits.
+   */
+  readonly watchCommits?:
+    | ((
+      onCommit: (objectType: string, objectId: string, version: number) => void
+    ) => Effect.Effect<void, never, Scope.Scope>)
+    | undefined
 }
 
 /**

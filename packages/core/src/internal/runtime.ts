@@ -6,11 +6,12 @@
  * - `commit.ts`: staging, coalescing and draining commits, and the context storage work runs in;
  * - `userCode.ts`: the context user code runs with and how its failures surface;
  * - `lifecycle.ts`: activation, stop, delete, the idle sweeper and the graceful stop;
- * - `alarmRunner.ts`: firing, retrying and scheduling alarms.
+ * - `alarmRunner.ts`: firing, retrying and scheduling alarms;
+ * - `live.ts`: the subscribers of committed states and events (published where a commit lands).
  *
  * @internal
  */
-import { Clock, Effect, Fiber, Scope } from "effect"
+import { Clock, Effect, Exit, Fiber, Scope, Stream } from "effect"
 import { Scheduler, Storage } from "../Storage.ts"
 import * as AlarmCodec from "./alarmCodec.ts"
 import * as AlarmRunner from "./alarmRunner.ts"
@@ -20,6 +21,7 @@ import { type Cell, type ContextEnv, makeContext as makeObjectContext } from "./
 import type { DefinitionSpec, ObjectRuntime } from "./definition.ts"
 import { Registry } from "./instance.ts"
 import * as Lifecycle from "./lifecycle.ts"
+import * as Live from "./live.ts"
 import * as Mailbox from "./mailbox.ts"
 import type { RuntimeParts } from "./parts.ts"
 import * as StateCodec from "./stateCodec.ts"
@@ -36,6 +38,14 @@ const handoffBudget = 256
  * interrupts them (with a finite call timeout, that timeout bounds them).
  */
 const shutdownGraceMillis = 30_000
+
+/** The JSON of a definition's initial state (what subscribers of an object never written see). */
+const initialJson = (def: DefinitionSpec, codec: StateCodec.JsonCodec): string => {
+  const encoded = codec.encode(def.initialState())
+  // An initial state that does not encode is a bug in the definition, as its first commit would show.
+  if (Exit.isFailure(encoded)) throw new TypeError(`durable-object: ${def.name}'s initial state does not encode`)
+  return encoded.value
+}
 
 /** Builds the runtime of one object type in the current scope. */
 export const make = (def: DefinitionSpec): Effect.Effect<ObjectRuntime, never, Scope.Scope | Storage | Scheduler> =>
@@ -64,13 +74,21 @@ export const make = (def: DefinitionSpec): Effect.Effect<ObjectRuntime, never, S
       objectType,
       clock,
       alarmCodecs: codecs,
-      listStored: (id) => own.listAlarms(objectType, id)
+      listStored: (id) => own.listAlarms(objectType, id),
+      events: new Set(Object.keys(def.events))
     }
     const makeContext = (id: string, cell: Cell) => makeObjectContext(env, id, cell)
     const checkId = (id: string) => Call.checkId(objectType, id)
     const user = UserCode.make(objectType, def.services, context)
-    const commits = Commit.make({ objectType, registry, storage, own, scheduler })
-    const parts: RuntimeParts = { def, registry, commits, own, user, clock, makeContext, checkId }
+    const live = Live.make({
+      objectType,
+      codec: registry.codec,
+      initialJson: () => initialJson(def, registry.codec),
+      load: own.load,
+      storage
+    })
+    const commits = Commit.make({ objectType, registry, storage, own, scheduler, live })
+    const parts: RuntimeParts = { def, registry, commits, own, user, clock, makeContext, checkId, live }
     const lifecycle = Lifecycle.make(parts)
     const calls = Call.make({ ...parts, activate: lifecycle.activate })
     const alarms = AlarmRunner.make({ ...parts, calls, scheduler, codecs })
@@ -81,6 +99,8 @@ export const make = (def: DefinitionSpec): Effect.Effect<ObjectRuntime, never, S
     yield* Scope.addFinalizer(runtimeScope, commits.interruptDrains)
     if (Object.keys(def.alarms).length > 0) yield* scheduler.register(objectType, alarms.fire)
     yield* Effect.forkScoped(lifecycle.sweeper)
+    yield* live.follow
+    yield* Effect.addFinalizer(() => live.close)
     if (timer !== undefined) yield* Effect.forkScoped(timer.run)
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
@@ -112,6 +132,14 @@ export const make = (def: DefinitionSpec): Effect.Effect<ObjectRuntime, never, S
       loadedIds: Effect.sync(() => registry.loadedIds()),
       scheduleAlarm: (id, name, when, ...payload) => alarms.scheduleAlarm(id, name, when, payload[0]),
       cancelAlarm: alarms.cancelAlarm,
-      listAlarms: alarms.listAlarms
+      listAlarms: alarms.listAlarms,
+      changes: (id) => {
+        const idError = checkId(id)
+        return idError !== undefined ? Stream.fail(idError) : live.changes(id)
+      },
+      events: (id) => {
+        const idError = checkId(id)
+        return idError !== undefined ? Stream.fail(idError) : live.events(id)
+      }
     } as ObjectRuntime
   })
