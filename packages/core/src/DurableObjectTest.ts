@@ -17,8 +17,9 @@
  * @since 0.1.0
  */
 import { Clock, DateTime, Effect, Exit, Layer, Tracer } from "effect"
-import type { AlarmInfo } from "./Alarms.ts"
+import type { AlarmInfo, FiredAlarm } from "./Alarms.ts"
 import type {
+  AlarmContext,
   AnyAlarmHandler,
   AnyDefinition,
   AnyHandler,
@@ -116,7 +117,8 @@ const runWith = (
   definition: AnyDefinition,
   id: string,
   state: unknown,
-  body: (ctx: ObjectContext<unknown, any>) => Effect.Effect<unknown, unknown, unknown>
+  body: (ctx: ObjectContext<unknown, any>) => Effect.Effect<unknown, unknown, unknown>,
+  alarm?: FiredAlarm | undefined
 ) =>
   Effect.gen(function*() {
     const env: ContextEnv = {
@@ -127,7 +129,7 @@ const runWith = (
       events: new Set(Object.keys(definition.events ?? {}))
     }
     const cell = makeCell(state)
-    const reply = yield* body(makeContext(env, id, cell))
+    const reply = yield* body(makeContext(env, id, cell, alarm))
     const ops = cell.alarms
     return {
       reply,
@@ -191,22 +193,19 @@ export const runAlarm = <D extends AnyDefinition, K extends keyof NonNullable<D[
     readonly attempt?: number | undefined
   }
 ): Effect.Effect<HandlerRun<D["state"]["Type"], void>, unknown, ServicesOf<D>> =>
-  runWith(
-    definition,
-    options.id ?? "test",
-    options.state,
-    (ctx) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        (definition.alarms[alarm] as AnyAlarmHandler).handle(options.payload, {
-          ...ctx,
-          alarm: {
-            name: alarm,
-            scheduledAt: DateTime.makeUnsafe(now),
-            attempt: options.attempt ?? 1,
-            isRetry: (options.attempt ?? 1) > 1
-          }
-        }))
-  ) as Effect.Effect<HandlerRun<D["state"]["Type"], void>, unknown, ServicesOf<D>>
+  Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    runWith(
+      definition,
+      options.id ?? "test",
+      options.state,
+      (ctx) => (definition.alarms[alarm] as AnyAlarmHandler).handle(options.payload, ctx as AlarmContext<unknown, any>),
+      {
+        name: alarm,
+        scheduledAt: DateTime.makeUnsafe(now),
+        attempt: options.attempt ?? 1,
+        isRetry: (options.attempt ?? 1) > 1
+      }
+    )) as Effect.Effect<HandlerRun<D["state"]["Type"], void>, unknown, ServicesOf<D>>
 
 /**
  * A tracer that keeps every span it makes, for tests that check tracing: provide `layer`, run the code, then

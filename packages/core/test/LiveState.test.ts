@@ -167,6 +167,39 @@ describe("live state in one runtime", () => {
       yield* Fiber.interrupt(fiber)
     }).pipe(Effect.provide(DurableObjectTest.layer(Tally))))
 
+  it.effect("alarm handlers emit too (the alarm's context is a whole handler context), once the firing commits", () => {
+    const Ticker = DurableObject.defineObject({
+      name: "Ticker",
+      state: Schema.Struct({ ticks: Schema.Number }),
+      initialState: () => ({ ticks: 0 }),
+      events: { ticked: Schema.Number },
+      handlers: {
+        start: { success: Schema.Void, handle: (_, ctx) => ctx.alarms.schedule("tick", { in: 1000 }) },
+        ping: { success: Schema.Void, handle: () => Effect.void }
+      },
+      alarms: {
+        tick: {
+          handle: (_, ctx) =>
+            Effect.gen(function*() {
+              const { ticks } = yield* ctx.state.get
+              yield* ctx.state.set({ ticks: ticks + 1 })
+              yield* ctx.emit("ticked", ctx.alarm.attempt)
+            })
+        }
+      }
+    })
+    return Effect.gen(function*() {
+      const client = Ticker.client("t")
+      const { fiber, seen } = yield* collect(client.events)
+      yield* client.start()
+      yield* Effect.yieldNow
+      yield* TestClock.adjust("1 second")
+      yield* waitUntil(() => seen.length === 1, "the alarm's event")
+      assert.deepStrictEqual(seen, [{ name: "ticked", value: 1 }])
+      yield* Fiber.interrupt(fiber)
+    }).pipe(Effect.provide(DurableObjectTest.layer(Ticker)))
+  })
+
   it.effect("a run whose commit fails emits nothing; the runs around it do", () => {
     const storage = recordingStorage(2)
     return Effect.gen(function*() {

@@ -133,7 +133,7 @@ export const make = (
     const handle = spec.handle
     const firing = calls.exclusive(alarm.objectId, `alarm:${alarm.name}`, Infinity, [], (inst, cell) => {
       cell.fired = { name: alarm.name, claim: alarm.claim, cron }
-      const ctx: AlarmContext<unknown, any> = { ...makeContext(inst.id, cell), alarm: fired }
+      const ctx = makeContext(inst.id, cell, fired) as AlarmContext<unknown, any>
       return Effect.map(handle(payload.value, ctx), () => {
         // A recurring alarm re-arms itself for its next occurrence, unless its handler changed it. (Its
         // schedule parsed above, so it has a next occurrence.)

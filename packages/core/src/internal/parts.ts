@@ -5,6 +5,7 @@
  * @internal
  */
 import type { Clock } from "effect"
+import type { FiredAlarm } from "../Alarms.ts"
 import type { InvalidObjectId } from "../Errors.ts"
 import type { Commits, OwnStorage } from "./commit.ts"
 import type { Cell } from "./context.ts"
@@ -24,7 +25,7 @@ export interface RuntimeParts {
   readonly live: Live
   readonly clock: Clock.Clock
   /** The context a handler, hook or alarm of object `id` gets, over its working `cell`. */
-  readonly makeContext: (id: string, cell: Cell) => ObjectContext<unknown, any>
+  readonly makeContext: (id: string, cell: Cell, alarm?: FiredAlarm | undefined) => ObjectContext<unknown, any>
   /** `InvalidObjectId` when `id` cannot name an object of this type. */
   readonly checkId: (id: string) => InvalidObjectId | undefined
 }

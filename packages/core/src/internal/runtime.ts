@@ -12,6 +12,7 @@
  * @internal
  */
 import { Clock, Effect, Exit, Fiber, Scope, Stream } from "effect"
+import type { FiredAlarm } from "../Alarms.ts"
 import { Scheduler, Storage } from "../Storage.ts"
 import * as AlarmCodec from "./alarmCodec.ts"
 import * as AlarmRunner from "./alarmRunner.ts"
@@ -77,7 +78,8 @@ export const make = (def: DefinitionSpec): Effect.Effect<ObjectRuntime, never, S
       listStored: (id) => own.listAlarms(objectType, id),
       events: new Set(Object.keys(def.events))
     }
-    const makeContext = (id: string, cell: Cell) => makeObjectContext(env, id, cell)
+    const makeContext = (id: string, cell: Cell, alarm?: FiredAlarm | undefined) =>
+      makeObjectContext(env, id, cell, alarm)
     const checkId = (id: string) => Call.checkId(objectType, id)
     const user = UserCode.make(objectType, def.services, context)
     const live = Live.make({
