@@ -304,8 +304,9 @@ export type DurableObjectError =
 
 /**
  * The commit a call's reply depends on did not answer within `commitTimeout` (a database that is frozen or
- * unreachable). **Its outcome is unknown**: the write may still land. The object drops its in-memory copy and
- * reloads from storage before its next call; retry with an idempotency key to be safe.
+ * unreachable). **Its outcome is unknown** to the caller: the write may still land. The runtime learns it when the
+ * database answers (if the commit failed, the object reloads from storage before its next call; if it landed,
+ * later calls build on it); retry with an idempotency key to be safe.
  *
  * @since 0.1.0
  * @category errors

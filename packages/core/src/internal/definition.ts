@@ -87,7 +87,8 @@ export interface Options {
   readonly callTimeout?: Duration.Input | undefined
   /**
    * Longest a call waits for the commit its reply depends on; then it gets `CommitTimeout` (the commit's
-   * outcome is unknown) and the object reloads from storage before its next call. Default: `callTimeout`.
+   * outcome is unknown to it: the runtime learns it when the database answers, and reloads the object if the
+   * commit failed). Default: `callTimeout`.
    */
   readonly commitTimeout?: Duration.Input | undefined
   /** How failing alarm handlers are retried. Default: 6 retries from 2 seconds, doubling. */
