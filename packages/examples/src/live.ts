@@ -3,7 +3,7 @@
  * Server-Sent Events (`text/event-stream`), one `state` event per commit, starting with the current state:
  *
  * ```js
- * new EventSource("/counter/alice/changes").addEventListener("state", (e) => console.log(JSON.parse(e.data)))
+ * new EventSource("/counter/alice/changes").addEventListener("state", (e) => render(JSON.parse(e.data)))
  * ```
  *
  * Each event's `id` is the state's version. The state is sent in its encoded (JSON) form. A comment line goes

@@ -9,9 +9,9 @@
  */
 import { SqlStorage } from "@durable-object/core"
 import { Effect, Layer } from "effect"
-import { writeSync } from "node:fs"
 import { Alarmed, alarmStorageOptions } from "../chaos/alarmObject.ts"
 import { clientFor, type DatabaseSpec } from "../databases.ts"
+import { line } from "./worker.ts"
 
 interface Config {
   readonly spec: DatabaseSpec
@@ -19,9 +19,6 @@ interface Config {
 }
 
 const config = JSON.parse(process.argv[2] ?? "") as Config
-const line = (text: string) => {
-  writeSync(1, `${text}\n`)
-}
 
 const runtime = Alarmed.layer.pipe(
   Layer.provide(SqlStorage.layer(alarmStorageOptions(config.spec))),

@@ -15,11 +15,10 @@
  *
  * With `objectPrefix` the objects are `<prefix>obj-<n>` (default `obj-<n>`).
  */
-import { SqlStorage } from "@durable-object/core"
-import { Effect, Layer } from "effect"
-import { writeSync } from "node:fs"
-import { clientFor, type DatabaseSpec, optionsFor } from "../databases.ts"
-import { Counter, makeJournal } from "../fixtures.ts"
+import { Effect } from "effect"
+import type { DatabaseSpec } from "../databases.ts"
+import { Counter } from "../fixtures.ts"
+import { counterRuntime, line } from "./worker.ts"
 
 interface Config {
   readonly spec: DatabaseSpec
@@ -29,15 +28,7 @@ interface Config {
 }
 
 const config = JSON.parse(process.argv[2] ?? "") as Config
-const line = (text: string) => {
-  writeSync(1, `${text}\n`)
-}
-
-const runtime = Counter.layer.pipe(
-  Layer.provide(makeJournal()),
-  Layer.provide(SqlStorage.layer(optionsFor(config.spec))),
-  Layer.provide(clientFor(config.spec, { maxConnections: 8 }))
-)
+const runtime = counterRuntime(config.spec)
 
 let ops = 0
 const incrementForever = Effect.forever(

@@ -9,11 +9,10 @@
  * `ready`; `ack <key> <count>` after the increment with that key returned `<count>`; `fail <key> <tag>` after
  * it failed; `done` once every op was answered.
  */
-import { SqlStorage } from "@durable-object/core"
-import { Effect, Layer } from "effect"
-import { writeSync } from "node:fs"
-import { clientFor, type DatabaseSpec, optionsFor } from "../databases.ts"
-import { Counter, makeJournal } from "../fixtures.ts"
+import { Effect } from "effect"
+import type { DatabaseSpec } from "../databases.ts"
+import { Counter } from "../fixtures.ts"
+import { counterRuntime, line } from "./worker.ts"
 
 interface Config {
   readonly spec: DatabaseSpec
@@ -22,15 +21,7 @@ interface Config {
 }
 
 const config = JSON.parse(process.argv[2] ?? "") as Config
-const line = (text: string) => {
-  writeSync(1, `${text}\n`)
-}
-
-const runtime = Counter.layer.pipe(
-  Layer.provide(makeJournal()),
-  Layer.provide(SqlStorage.layer(optionsFor(config.spec))),
-  Layer.provide(clientFor(config.spec, { maxConnections: 8 }))
-)
+const runtime = counterRuntime(config.spec)
 
 const main = Effect.gen(function*() {
   line("ready")
