@@ -1322,7 +1322,8 @@ export const make = (options?: Options): Effect.Effect<
       sql<{ name: string }>`UPDATE ${alarms} SET claim_owner = NULL, claim_expires_at = NULL,
           fire_at = ${release.retryAt ?? sql.literal("fire_at")},
           failed_at = ${release.retryAt === null ? release.now : null},
-          last_error = ${release.error}
+          last_error = ${release.error},
+          attempts = attempts - ${release.undelivered === true ? 1 : 0}
         WHERE object_type = ${release.objectType} AND object_id = ${release.objectId}
           AND name = ${release.name} AND claim_owner = ${release.claim}
         RETURNING name`.pipe(

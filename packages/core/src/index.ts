@@ -19,6 +19,13 @@ export * as Alarms from "./Alarms.ts"
 export * as DurableObject from "./DurableObject.ts"
 
 /**
+ * Cluster mode: objects served by the runners of an `effect/cluster`, one live copy each, calls routed to it.
+ *
+ * @since 0.2.0
+ */
+export * as DurableObjectCluster from "./DurableObjectCluster.ts"
+
+/**
  * Test kit: in-memory storage under `TestClock`, reading persisted state, running a handler without a runtime.
  *
  * @since 0.1.0

@@ -113,6 +113,8 @@ describe("module layering", () => {
     const above = [
       "DurableObject.ts",
       "DurableObjectTest.ts",
+      "DurableObjectCluster.ts",
+      "internal/cluster.ts",
       "internal/runtime.ts",
       "internal/call.ts",
       "internal/commit.ts",
@@ -127,8 +129,11 @@ describe("module layering", () => {
     }
   })
 
-  it("only DurableObject.ts builds runtimes: nothing else imports internal/runtime.ts", () => {
+  it("only DurableObject.ts and cluster mode's owner side build runtimes: nothing else imports internal/runtime.ts", () => {
     const importers = Array.from(graph).filter(([, imports]) => imports.includes(core("internal/runtime.ts")))
-    assert.deepStrictEqual(importers.map(([file]) => file), [core("DurableObject.ts")])
+    assert.deepStrictEqual(importers.map(([file]) => file).sort(), [
+      core("DurableObject.ts"),
+      core("internal/cluster.ts")
+    ].sort())
   })
 })

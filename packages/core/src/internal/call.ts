@@ -133,6 +133,8 @@ interface Keyed {
   /** Identifies the call (its handler and payload): a key reused for another call is refused. */
   readonly hash: string
   readonly replies: Replies.ReplyCodec
+  /** How long its reply is kept (the definition's `idempotencyRetention`, or a routed call's shorter one). */
+  readonly retentionMillis: number
 }
 
 /** Whether a run failed with a typed error only (no defect, no interruption): such a failure can be replayed. */
@@ -185,7 +187,8 @@ export interface Calls {
     name: string,
     input: unknown,
     encoded: boolean,
-    idempotencyKey?: string | undefined
+    idempotencyKey?: string | undefined,
+    retentionMillis?: number | undefined
   ) => Effect.Effect<unknown, unknown>
   /**
    * Runs `body` in the object's serial context on the general path: waits in its mailbox (at most `capacity`
@@ -268,7 +271,7 @@ export const make = (
     key: keyed.key,
     payloadHash: keyed.hash,
     reply,
-    expiresAt: clock.currentTimeMillisUnsafe() + options.idempotencyRetentionMillis
+    expiresAt: clock.currentTimeMillisUnsafe() + keyed.retentionMillis
   })
 
   /**
@@ -706,7 +709,7 @@ export const make = (
    * A call from `fiber`. Spans are only made when a tracer that can export them is installed: with Effect's
    * default in-memory tracer nobody can see them, and they would cost more than the call.
    */
-  const callFrom: Calls["callFrom"] = (fiber, id, name, input, encoded, idempotencyKey) => {
+  const callFrom: Calls["callFrom"] = (fiber, id, name, input, encoded, idempotencyKey, retentionMillis) => {
     const handler = prepared.get(name)
     if (handler === undefined) {
       return Exit.fail(new UnknownHandler({ objectType, handler: String(name), known: handlerNames }))
@@ -743,7 +746,8 @@ export const make = (
       keyed = {
         key: idempotencyKey,
         hash: Replies.callHash(name, payloadJson.value),
-        replies: handler.replies
+        replies: handler.replies,
+        retentionMillis: retentionMillis ?? options.idempotencyRetentionMillis
       }
     }
     const call = tracing(fiber)

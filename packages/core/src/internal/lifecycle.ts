@@ -34,6 +34,11 @@ export interface Lifecycle {
   readonly sweeper: Effect.Effect<never>
   /** Stops every loaded object gracefully (the layer is closing): waits for its calls, runs `onShutdown`. */
   readonly stopAll: Effect.Effect<void>
+  /**
+   * Forgets the in-memory copy of `id` without running `onShutdown` (it may be stale): after the calls already
+   * in line and the queued commits, so every call that comes later reads storage again.
+   */
+  readonly drop: (id: string) => Effect.Effect<void>
 }
 
 export const make = (deps: RuntimeParts): Lifecycle => {
@@ -262,5 +267,12 @@ export const make = (deps: RuntimeParts): Lifecycle => {
     )
   })
 
-  return { activate, stop, delete: delete_, status, sweeper, stopAll }
+  const drop: Lifecycle["drop"] = (id) =>
+    Effect.suspend(() => {
+      const inst = registry.objects.get(id)
+      if (inst === undefined || !isLoaded(inst)) return Effect.void
+      return withLock(inst, Effect.sync(() => registry.unload(inst))).pipe(Effect.catchCause(() => Effect.void))
+    })
+
+  return { activate, stop, delete: delete_, status, sweeper, stopAll, drop }
 }

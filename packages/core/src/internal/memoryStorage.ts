@@ -299,6 +299,9 @@ export const make: Effect.Effect<StorageService> = Effect.sync(() => {
         unindex(store, alarm)
         alarm.claim = null
         alarm.claimExpiresAt = null
+        if (release.undelivered === true && alarm.record.attempts > 0) {
+          alarm.record = { ...alarm.record, attempts: alarm.record.attempts - 1 }
+        }
         if (release.retryAt === null) {
           alarm.record = { ...alarm.record, failedAt: release.now, lastError: release.error }
         } else {

@@ -153,6 +153,11 @@ export interface AlarmRelease {
   readonly retryAt: number | null
   readonly error: string | null
   readonly now: number
+  /**
+   * The alarm never reached its handler (it could not be delivered to the object's owner): the claim's
+   * attempt is not counted, so an outage does not use up the alarm's retries.
+   */
+  readonly undelivered?: boolean | undefined
 }
 
 /**

@@ -48,8 +48,29 @@ const initialJson = (def: DefinitionSpec, codec: StateCodec.JsonCodec): string =
   return encoded.value
 }
 
+/**
+ * A runtime as the cluster's owner side sees it: the public service, plus what routing needs and nothing in the
+ * process may reach otherwise.
+ */
+export type LocalRuntime = ObjectRuntime & RoutingAccess
+
+/** What routing needs of a runtime beyond its public service. */
+export interface RoutingAccess {
+  /** `callFrom` with a typed payload whose keyed reply is kept `retentionMillis` (a routed call's request id). */
+  readonly callKeyed: (
+    fiber: Fiber.Fiber<unknown, unknown>,
+    id: string,
+    handler: string,
+    payload: unknown,
+    key: string | undefined,
+    retentionMillis: number | undefined
+  ) => Effect.Effect<unknown, unknown>
+  /** Forgets the in-memory copy of `id` (it may be stale) after the calls already in line. */
+  readonly drop: (id: string) => Effect.Effect<void>
+}
+
 /** Builds the runtime of one object type in the current scope. */
-export const make = (def: DefinitionSpec): Effect.Effect<ObjectRuntime, never, Scope.Scope | Storage | Scheduler> =>
+export const make = (def: DefinitionSpec): Effect.Effect<LocalRuntime, never, Scope.Scope | Storage | Scheduler> =>
   Effect.gen(function*() {
     const storage = yield* Storage
     const scheduler = yield* Scheduler
@@ -128,6 +149,9 @@ export const make = (def: DefinitionSpec): Effect.Effect<ObjectRuntime, never, S
         Effect.withFiber((fiber) => calls.callFrom(fiber, id, handler, payload, true, callOptions?.idempotencyKey)),
       callFrom: (fiber, id, handler, payload, idempotencyKey) =>
         calls.callFrom(fiber, id, handler, payload, false, idempotencyKey),
+      callKeyed: (fiber, id, handler, payload, key, retentionMillis) =>
+        calls.callFrom(fiber, id, handler, payload, false, key, retentionMillis),
+      drop: lifecycle.drop,
       stop: lifecycle.stop,
       delete: lifecycle.delete,
       status: lifecycle.status,
@@ -143,5 +167,5 @@ export const make = (def: DefinitionSpec): Effect.Effect<ObjectRuntime, never, S
         const idError = checkId(id)
         return idError !== undefined ? Stream.fail(idError) : live.events(id)
       }
-    } as ObjectRuntime
+    } as LocalRuntime
   })

@@ -1,0 +1,94 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Exit, Layer, Schema } from "effect"
+import { TestRunner } from "effect/cluster"
+import * as DurableObject from "../src/DurableObject.ts"
+import * as DurableObjectCluster from "../src/DurableObjectCluster.ts"
+import * as Errors from "../src/Errors.ts"
+import * as Storage from "../src/Storage.ts"
+import { Counter, LimitExceeded, makeJournal, PingA, PingB } from "./fixtures.ts"
+
+/**
+ * One runner, in memory: effect/cluster's test runner with the cluster layers of the fixtures. Handlers that call
+ * other objects find their routed runtimes in the context the runner layers are built in.
+ */
+const runner = (storage: Layer.Layer<Storage.Storage | Storage.Scheduler>) =>
+  Layer.mergeAll(
+    DurableObjectCluster.layer(Counter),
+    DurableObjectCluster.layer(PingA),
+    DurableObjectCluster.layer(PingB)
+  ).pipe(
+    Layer.provide([
+      storage,
+      makeJournal(),
+      DurableObjectCluster.layerClient(PingA),
+      DurableObjectCluster.layerClient(PingB)
+    ]),
+    Layer.provideMerge(TestRunner.layer)
+  )
+
+describe("DurableObjectCluster", () => {
+  it.live("calls through the cluster reach the object, unchanged for the caller, and are stored", () =>
+    Effect.gen(function*() {
+      const storage = yield* Storage.makeMemory
+      const layer = runner(Storage.layerWithScheduler(Effect.succeed(storage)))
+      const counts = yield* Effect.gen(function*() {
+        const first = yield* Counter.client("a").increment({ amount: 2 })
+        const second = yield* Counter.client("a").increment({ amount: 3 })
+        const read = yield* Counter.client("a").get()
+        return [first, second, read]
+      }).pipe(Effect.provide(layer))
+      assert.deepStrictEqual(counts, [2, 5, 5])
+      const stored = yield* storage.load("Counter", "a")
+      assert.strictEqual(stored?.version, 2)
+    }))
+
+  it.live("handler errors and runtime errors arrive as instances of their classes", () =>
+    Effect.gen(function*() {
+      const limit = yield* Effect.flip(Counter.client("b").increment({ amount: 2_000_000 }))
+      assert.instanceOf(limit, LimitExceeded)
+      const defect = yield* Effect.flip(Counter.client("b").incrementThenDie())
+      assert.instanceOf(defect, Errors.HandlerDefect)
+      const invalid = yield* Effect.flip(Counter.client("b").increment({ amount: "x" as never }))
+      assert.instanceOf(invalid, Errors.InvalidPayload)
+      const unknown = yield* Effect.flip(DurableObject.callEncoded(Counter, "b", "nope", {}))
+      assert.instanceOf(unknown, Errors.UnknownHandler)
+      const badId = yield* Effect.flip(Counter.client("").get())
+      assert.instanceOf(badId, Errors.InvalidObjectId)
+      // Nothing above changed the object.
+      assert.strictEqual(yield* Counter.client("b").get(), 0)
+      const encoded = yield* DurableObject.callEncoded(Counter, "b", "increment", { amount: 4 })
+      assert.strictEqual(encoded, 4)
+    }).pipe(Effect.provide(runner(Storage.layerMemory))))
+
+  it.live("a call chain that comes back to an object fails fast with ReentrantCall", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(PingA.client("x").viaB())
+      assert.instanceOf(error, Errors.ReentrantCall)
+    }).pipe(Effect.provide(runner(Storage.layerMemory))))
+
+  it.live("alarms scheduled from outside run on the owner and list with their payloads", () =>
+    Effect.gen(function*() {
+      yield* Counter.client("c").increment({ amount: 1 })
+      const alarms = yield* DurableObject.listAlarms(Counter, "c")
+      assert.deepStrictEqual(alarms, [])
+      assert.strictEqual(yield* DurableObject.status(Counter, "c"), "active")
+      yield* DurableObject.stop(Counter, "c")
+      assert.strictEqual(yield* DurableObject.status(Counter, "c"), "stopped")
+    }).pipe(Effect.provide(runner(Storage.layerMemory))))
+
+  it.live("a definition whose schemas cannot be written as JSON fails when its layer is built", () =>
+    Effect.gen(function*() {
+      const Opaque = DurableObject.defineObject({
+        name: "Opaque",
+        state: Schema.Struct({}),
+        initialState: () => ({}),
+        handlers: { take: { payload: Schema.instanceOf(URL), handle: () => Effect.void } }
+      })
+      const exit = yield* Effect.exit(
+        Effect.provide(Opaque.client("a").take(new URL("https://example.com")), 
+          DurableObjectCluster.layer(Opaque).pipe(Layer.provide(Storage.layerMemory), Layer.provideMerge(TestRunner.layer)))
+      )
+      assert.isTrue(Exit.isFailure(exit))
+      assert.include(String(Exit.isFailure(exit) ? exit.cause : ""), "cannot cross the cluster as JSON")
+    }))
+})
