@@ -85,8 +85,13 @@ describe("DurableObjectCluster", () => {
         handlers: { take: { payload: Schema.instanceOf(URL), handle: () => Effect.void } }
       })
       const exit = yield* Effect.exit(
-        Effect.provide(Opaque.client("a").take(new URL("https://example.com")), 
-          DurableObjectCluster.layer(Opaque).pipe(Layer.provide(Storage.layerMemory), Layer.provideMerge(TestRunner.layer)))
+        Effect.provide(
+          Opaque.client("a").take(new URL("https://example.com")),
+          DurableObjectCluster.layer(Opaque).pipe(
+            Layer.provide(Storage.layerMemory),
+            Layer.provideMerge(TestRunner.layer)
+          )
+        )
       )
       assert.isTrue(Exit.isFailure(exit))
       assert.include(String(Exit.isFailure(exit) ? exit.cause : ""), "cannot cross the cluster as JSON")

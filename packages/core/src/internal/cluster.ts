@@ -92,7 +92,9 @@ export const makeEntity = (objectType: string) => Entity.make(entityType(objectT
 
 /** Admin operations, and what their successes are written as. */
 const voidCodec: Wire.OutcomeCodec = { success: StateCodec.none }
-const statusCodec: Wire.OutcomeCodec = { success: StateCodec.make(Schema.Literals(["active", "hibernated", "stopped"])) }
+const statusCodec: Wire.OutcomeCodec = {
+  success: StateCodec.make(Schema.Literals(["active", "hibernated", "stopped"]))
+}
 const alarmListCodec: Wire.OutcomeCodec = {
   success: StateCodec.make(Schema.Array(Schema.Struct({
     name: Schema.String,
@@ -157,7 +159,9 @@ const opaquePart = (ast: AstNode, seen: Set<AstNode>): string | undefined => {
     }
     inner.push(...(ast.typeParameters ?? []))
   }
-  for (const signature of [...(ast.propertySignatures ?? []), ...(ast.indexSignatures ?? [])]) inner.push(signature.type)
+  for (const signature of [...(ast.propertySignatures ?? []), ...(ast.indexSignatures ?? [])]) {
+    inner.push(signature.type)
+  }
   inner.push(...(ast.elements ?? []), ...(ast.rest ?? []), ...(ast.types ?? []))
   for (const node of inner) {
     const found = opaquePart(node, seen)
@@ -227,12 +231,15 @@ const makeShardIds = (sharding: Sharding["Service"], group: string) => {
 const routedKey = (snowflake: bigint | string): string => `~route/${String(snowflake)}`
 
 /** The errors effect/cluster's client adds, as the runtime's own. */
-const mapClientError = (objectType: string, id: string, capacity: number) => (error: unknown): Effect.Effect<never, unknown> => {
-  const tag = (error as { readonly _tag?: unknown } | null)?._tag
-  if (tag === "MailboxFull") return Effect.fail(new ObjectOverloaded({ objectType, objectId: id, mailboxCapacity: capacity }))
-  if (tag === "EntityNotAssignedToRunner") return Effect.fail(new RuntimeShutdown({ objectType }))
-  return Effect.die(error)
-}
+const mapClientError =
+  (objectType: string, id: string, capacity: number) => (error: unknown): Effect.Effect<never, unknown> => {
+    const tag = (error as { readonly _tag?: unknown } | null)?._tag
+    if (tag === "MailboxFull") {
+      return Effect.fail(new ObjectOverloaded({ objectType, objectId: id, mailboxCapacity: capacity }))
+    }
+    if (tag === "EntityNotAssignedToRunner") return Effect.fail(new RuntimeShutdown({ objectType }))
+    return Effect.die(error)
+  }
 
 /** How long to wait before sending again a call its owner refused while shutting down. */
 const resendMillis = 100
@@ -288,7 +295,8 @@ export const makeRouted = (
       )
       return Effect.timeoutOrElse(attempt, {
         duration: callDeadlineMillis,
-        orElse: () => Effect.fail(timeoutError(id, label))
+        orElse: () =>
+          Effect.fail(timeoutError(id, label))
       })
     }
 
@@ -347,13 +355,20 @@ export const makeRouted = (
     const admin = (id: string, op: AdminOp, arg: unknown): Effect.Effect<unknown, unknown> => {
       const idError = checkId(objectType, id)
       if (idError !== undefined) return Exit.fail(idError)
-      return routed(id, op, adminCodecs[op], makeClient(shardIdOf(id)).admin({ id, op, arg: JSON.stringify(arg ?? null) }))
+      return routed(
+        id,
+        op,
+        adminCodecs[op],
+        makeClient(shardIdOf(id)).admin({ id, op, arg: JSON.stringify(arg ?? null) })
+      )
     }
 
     const toWireWhen = (when: When): Effect.Effect<WireWhen, unknown> => {
       if ("cron" in when) return Effect.succeed({ cron: when.cron, timeZone: when.timeZone })
       if ("in" in when) {
-        return Effect.succeed({ at: clock.currentTimeMillisUnsafe() + Duration.toMillis(Duration.fromInputUnsafe(when.in)) })
+        return Effect.succeed({
+          at: clock.currentTimeMillisUnsafe() + Duration.toMillis(Duration.fromInputUnsafe(when.in))
+        })
       }
       return Effect.succeed({ at: typeof when.at === "number" ? when.at : DateTime.toEpochMillis(when.at) })
     }
@@ -420,9 +435,12 @@ export const makeRouted = (
           ? local.listAlarms(id)
           : Effect.map(admin(id, "list", null), (infos) => fromWireAlarms(codecs, infos)) as never,
       changes: (id) => local !== undefined ? local.changes(id) : liveUnavailable("changes"),
-      events: (id) => local !== undefined ? local.events(id) : Stream.die(new TypeError(
-        "durable-object: live events are served by runner nodes (DurableObjectCluster.layer), not by client-only nodes"
-      ))
+      events: (id) =>
+        local !== undefined ? local.events(id) : Stream.die(
+          new TypeError(
+            "durable-object: live events are served by runner nodes (DurableObjectCluster.layer), not by client-only nodes"
+          )
+        )
     }
     return runtime
   })
@@ -448,7 +466,9 @@ const toWireAlarms = (codecs: Codecs, infos: ReadonlyArray<AlarmInfo>): Readonly
       payload: Exit.isExit(payload) ? (Exit.isSuccess(payload) ? payload.value : null) : payload,
       attempts: info.attempts,
       cron: info.cron,
-      failed: info.failed === undefined ? undefined : { at: DateTime.toEpochMillis(info.failed.at), error: info.failed.error },
+      failed: info.failed === undefined
+        ? undefined
+        : { at: DateTime.toEpochMillis(info.failed.at), error: info.failed.error },
       invalid: info.invalid
     }
   })
@@ -463,7 +483,9 @@ const fromWireAlarms = (codecs: Codecs, infos: unknown): ReadonlyArray<AlarmInfo
       payload: decoded === undefined ? wire.payload : Exit.isSuccess(decoded) ? decoded.value : wire.payload,
       attempts: wire.attempts,
       cron: wire.cron,
-      failed: wire.failed === undefined ? undefined : { at: DateTime.makeUnsafe(wire.failed.at), error: wire.failed.error },
+      failed: wire.failed === undefined
+        ? undefined
+        : { at: DateTime.makeUnsafe(wire.failed.at), error: wire.failed.error },
       ...(wire.invalid === undefined ? {} : { invalid: wire.invalid })
     }
   })
@@ -595,7 +617,9 @@ export const makeRunner = (
           if (codec === undefined) {
             return Effect.succeed(Wire.encodeExit(
               voidCodec,
-              Exit.fail(new UnknownHandler({ objectType, handler: message.handler, known: Array.from(codecs.handlers.keys()) }))
+              Exit.fail(
+                new UnknownHandler({ objectType, handler: message.handler, known: Array.from(codecs.handlers.keys()) })
+              )
             ))
           }
           const payload = codec.payload.decode(message.payload)
