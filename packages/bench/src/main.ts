@@ -65,7 +65,14 @@ export const scenarios: ReadonlyArray<Scenario> = [
   { name: "memory", number: 5, title: "heap per object, churn", postgres: false, load: () => import("./memory.ts") },
   { name: "alarms", number: 6, title: "alarm drain and lateness", postgres: true, load: () => import("./alarms.ts") },
   { name: "latency", number: 7, title: "latency at low load", postgres: true, load: () => import("./latency.ts") },
-  { name: "live", number: 8, title: "live-state subscribers", postgres: false, load: () => import("./live.ts") }
+  { name: "live", number: 8, title: "live-state subscribers", postgres: false, load: () => import("./live.ts") },
+  {
+    name: "clusterMode",
+    number: 9,
+    title: "cluster mode: 3 runners, re-home",
+    postgres: true,
+    load: () => import("./clusterMode.ts")
+  }
 ]
 
 /** The command line could not be understood; the message says why, followed by the usage. */

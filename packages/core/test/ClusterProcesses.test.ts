@@ -36,10 +36,7 @@ const spawnWorker = (script: string, name: string, config: unknown, onLine?: (li
   const child = spawn(process.execPath, [join(dir, script), JSON.stringify(config)], {
     stdio: ["ignore", "pipe", "pipe"]
   })
-  let markReady: () => void = () => {}
-  const ready = new Promise<void>((resolve) => {
-    markReady = resolve
-  })
+  const { promise: ready, resolve: markReady } = Promise.withResolvers<void>()
   const worker: Worker = {
     name,
     child,
@@ -88,7 +85,7 @@ const makeCluster = (label: string) => {
     ])
     return runner
   }
-  const runClient = (ids: ReadonlyArray<string>, options: { durationMillis: number; ticksAt?: number }) => {
+  const runClient = (ids: ReadonlyArray<string>, options: { durationMillis: number; ticksIn?: number }) => {
     const client = spawnWorker("client.ts", "client", { ...base, ids, pauseMillis: 20, ...options })
     return {
       client,
@@ -97,6 +94,13 @@ const makeCluster = (label: string) => {
         return parseHistory(client.lines)
       })
     }
+  }
+  const runErrorsClient = () => {
+    const client = spawnWorker("errorsClient.ts", "errors", base)
+    return client.exited.then(() => {
+      if (client.lines.at(-1) !== "done") throw new Error(`the errors client failed: ${client.stderr}`)
+      return client.lines
+    })
   }
   const stopAll = async () => {
     for (const runner of runners) {
@@ -110,13 +114,21 @@ const makeCluster = (label: string) => {
       const storage = yield* Storage.Storage
       const result = new Map<
         string,
-        { count: number; ticks: number; tickRunners: Array<string>; shutdownBy: Array<string> }
+        {
+          count: number
+          ticks: number
+          tickRunners: Array<string>
+          tickTimes: Array<number>
+          shutdownBy: Array<string>
+        }
       >()
       for (const id of ids) {
         const stored = yield* storage.load("Tally", id)
         result.set(
           id,
-          stored === undefined ? { count: 0, ticks: 0, tickRunners: [], shutdownBy: [] } : JSON.parse(stored.state)
+          stored === undefined
+            ? { count: 0, ticks: 0, tickRunners: [], tickTimes: [], shutdownBy: [] }
+            : JSON.parse(stored.state)
         )
       }
       const alarms = yield* Effect.forEach(ids, (id) => storage.listAlarms("Tally", id))
@@ -129,7 +141,7 @@ const makeCluster = (label: string) => {
       ),
       Effect.orDie
     )
-  return { runners, startRunner, runClient, stopAll, states }
+  return { runners, startRunner, runClient, runErrorsClient, stopAll, states }
 }
 
 interface Ack {
@@ -248,6 +260,40 @@ describe("Cluster mode across processes", () => {
   )
 
   it.live(
+    "errors keep their classes across runners; a chain coming back across runners fails fast with ReentrantCall",
+    () =>
+      Effect.gen(function*() {
+        const cluster = makeCluster("errors")
+        try {
+          yield* Effect.promise(() =>
+            Promise.all([cluster.startRunner(), cluster.startRunner(), cluster.startRunner()])
+          )
+          const lines = yield* Effect.promise(() => cluster.runErrorsClient())
+          const results = new Map(
+            lines.filter((l) => l.startsWith("result ")).map((l) => {
+              const [, name, ...outcome] = l.split(" ")
+              return [name!, outcome.join(" ")] as const
+            })
+          )
+          const [, firstRunner, secondRunner] = lines.find((l) => l.startsWith("pair "))!.split(" ")
+          assert.notStrictEqual(firstRunner, secondRunner, "the chain crosses runners")
+          assert.strictEqual(results.get("reentrant"), "ReentrantCall true")
+          assert.strictEqual(results.get("typed"), "RelayError true")
+          assert.strictEqual(results.get("defect"), "HandlerDefect true")
+          assert.strictEqual(results.get("invalid"), "InvalidPayload true")
+          assert.strictEqual(results.get("unknown"), "UnknownHandler true")
+          assert.strictEqual(results.get("timeout"), "CallTimeout true")
+          const overloads = [0, 1, 2, 3].map((i) => results.get(`overload${i}`))
+          assert.include(overloads, "ok")
+          assert.include(overloads, "ObjectOverloaded true")
+        } finally {
+          yield* Effect.promise(() => cluster.stopAll())
+        }
+      }),
+    60_000
+  )
+
+  it.live(
     "a call committed on a runner killed before it replied is applied exactly once",
     () =>
       Effect.gen(function*() {
@@ -332,19 +378,24 @@ describe("Cluster mode across processes", () => {
           yield* Effect.promise(() =>
             Promise.all([cluster.startRunner(), cluster.startRunner(), cluster.startRunner()])
           )
-          const dueAt = now() + 3_000
-          const { done } = cluster.runClient(objects, { durationMillis: 0, ticksAt: dueAt })
+          const { client, done } = cluster.runClient(objects, { durationMillis: 0, ticksIn: 3_000 })
           yield* Effect.promise(() => done)
-          yield* Effect.promise(() => sleep(1_000))
+          const dueAt = Number(client.lines.find((l) => l.startsWith("due "))!.split(" ")[1])
           const victim = cluster.runners[1]!
+          const killedAt = now()
           victim.child.kill("SIGKILL")
-          // Due 2 s after the kill; the dead runner's shards move after about 5 s.
-          yield* Effect.promise(() => sleep(2_000 + rehomeBoundMillis + 2_000))
+          assert.isBelow(killedAt, dueAt, "the alarms were scheduled and the runner killed before they were due")
+          // The dead runner's shards move about 5 s after the kill.
+          yield* Effect.promise(() => sleep(dueAt - killedAt + rehomeBoundMillis + 2_000))
           const { alarms, states } = yield* cluster.states(objects)
           for (const id of objects) {
             const state = states.get(id)!
             assert.strictEqual(state.ticks, 1, `${id}: the alarm's effect was applied ${state.ticks} times`)
-            assert.notInclude(state.tickRunners, victim.name, `${id}: the alarm ran on a dead runner`)
+            assert.isFalse(
+              state.tickRunners[0] === victim.name && state.tickTimes[0]! >= killedAt,
+              `${id}: the alarm ran on a dead runner`
+            )
+            assert.isAtLeast(state.tickTimes[0]!, dueAt, `${id}: the alarm ran early`)
           }
           assert.deepStrictEqual(alarms.filter((a) => a.failedAt !== null), [], "an alarm was marked failed")
           assert.deepStrictEqual(alarms, [], "every alarm fired and was removed")

@@ -92,6 +92,15 @@ describe("idempotency keys", () => {
       assert.strictEqual(yield* runs, 2)
     }).pipe(Effect.provide(WalletTest())))
 
+  it.effect("an object called with many keys keeps only recent replies in memory; older retries read theirs back", () =>
+    Effect.gen(function*() {
+      for (let i = 1; i <= 300; i++) yield* keyed("w", `many-${i}`).deposit({ amount: 1 })
+      assert.strictEqual(yield* keyed("w", "many-1").deposit({ amount: 1 }), 1, "the first reply, from storage")
+      assert.strictEqual(yield* keyed("w", "many-300").deposit({ amount: 1 }), 300)
+      assert.strictEqual(yield* Wallet.client("w").balance(), 300)
+      assert.strictEqual(yield* runs, 301, "300 deposits and one read ran; no retry did")
+    }).pipe(Effect.provide(WalletTest())))
+
   it.effect("a typed failure is stored too: a retry gets the same error, even once it would now succeed", () =>
     Effect.gen(function*() {
       const first = yield* Effect.flip(keyed("w", "wd").withdraw({ amount: 5 }))

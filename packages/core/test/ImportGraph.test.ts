@@ -132,11 +132,11 @@ describe("module layering", () => {
   it("only DurableObject.ts and cluster mode's owner side build runtimes: nothing else imports internal/runtime.ts", () => {
     const importers = Array.from(graph).filter(([, imports]) => imports.includes(core("internal/runtime.ts")))
     assert.deepStrictEqual(
-      importers.map(([file]) => file).sort(),
+      importers.map(([file]) => file).toSorted(),
       [
         core("DurableObject.ts"),
         core("internal/cluster.ts")
-      ].sort()
+      ].toSorted()
     )
   })
 })

@@ -1,9 +1,10 @@
 /**
  * Type-level guarantees, checked by `tsc` (every `@ts-expect-error` must be an error) and by vitest.
  */
-import { DurableObject, Errors, Storage } from "@durable-object/core"
+import { DurableObject, DurableObjectCluster, Errors, Storage } from "@durable-object/core"
 import { describe, expectTypeOf, it } from "@effect/vitest"
 import { Effect, Layer, Schema } from "effect"
+import type { Sharding } from "effect/cluster/Sharding"
 import { Counter, Journal, LimitExceeded, Reminders } from "./fixtures.ts"
 
 /** Only compiled, never run. */
@@ -32,6 +33,19 @@ describe("types", () => {
     )
     expectTypeOf(complete).toEqualTypeOf<Effect.Effect<number, LimitExceeded | DurableObject.CallError>>()
     expectTypeOf(run).toBeFunction()
+  })
+
+  it("in cluster mode clients keep their exact types: the cluster layers provide the same runtime", () => {
+    expectTypeOf(DurableObjectCluster.layer(Counter)).toEqualTypeOf<
+      Layer.Layer<DurableObject.Runtime<"Counter">, never, Sharding | Storage.Storage | Storage.Scheduler | Journal>
+    >()
+    expectTypeOf(DurableObjectCluster.layerClient(Counter)).toEqualTypeOf<
+      Layer.Layer<DurableObject.Runtime<"Counter">, never, Sharding>
+    >()
+    const call = Counter.client("a").increment({ amount: 1 }).pipe(
+      Effect.provide(DurableObjectCluster.layerClient(Counter))
+    )
+    expectTypeOf(call).toEqualTypeOf<Effect.Effect<number, LimitExceeded | DurableObject.CallError, Sharding>>()
   })
 
   it("a layer requires the services its handlers declare", () => {

@@ -116,6 +116,31 @@ export const alarmConformance = (name: string, layer: () => Layer.Layer<Storage.
         })
       ))
 
+    it.effect("releasing an undelivered alarm retries it without counting the attempt", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          yield* seed(storage, t, "a", [alarm("tick", 100)])
+          for (let round = 0; round < 3; round++) {
+            const [claimed] = yield* claim(storage, [t], 1_000 + round * 10_000)
+            assert.strictEqual(claimed?.attempts, 1, "every delivery attempt starts from the same count")
+            assert.isTrue(
+              yield* storage.releaseAlarm({
+                objectType: t,
+                objectId: "a",
+                name: "tick",
+                claim: claimed!.claim,
+                retryAt: 2_000 + round * 10_000,
+                error: "not delivered",
+                now: 1_000 + round * 10_000,
+                undelivered: true
+              })
+            )
+          }
+          const [listed] = yield* storage.listAlarms(t, "a")
+          assert.deepStrictEqual([listed?.attempts, listed?.failedAt], [0, null])
+        })
+      ))
+
     it.effect("a release retries the alarm later or marks it failed; failed alarms never fire or count as next", () =>
       run((storage, t) =>
         Effect.gen(function*() {

@@ -135,6 +135,8 @@ interface Keyed {
   readonly replies: Replies.ReplyCodec
   /** How long its reply is kept (the definition's `idempotencyRetention`, or a routed call's shorter one). */
   readonly retentionMillis: number
+  /** For a call whose key routing made: when it was first sent (its sender's clock). */
+  readonly since: number | undefined
 }
 
 /** Whether a run failed with a typed error only (no defect, no interruption): such a failure can be replayed. */
@@ -188,7 +190,8 @@ export interface Calls {
     input: unknown,
     encoded: boolean,
     idempotencyKey?: string | undefined,
-    retentionMillis?: number | undefined
+    retentionMillis?: number | undefined,
+    since?: number | undefined
   ) => Effect.Effect<unknown, unknown>
   /**
    * Runs `body` in the object's serial context on the general path: waits in its mailbox (at most `capacity`
@@ -328,7 +331,8 @@ export const make = (
         payloadHash: keyed.hash,
         exit: Exit.succeed(reply),
         group: staged,
-        expiresAt: put.expiresAt
+        expiresAt: put.expiresAt,
+        since: keyed.since
       })
     }
     registry.release(inst)
@@ -359,7 +363,13 @@ export const make = (
       registry.release(inst)
       return exit
     }
-    registry.keepReply(inst, keyed.key, { payloadHash: keyed.hash, exit, group: staged, expiresAt: put.expiresAt })
+    registry.keepReply(inst, keyed.key, {
+      payloadHash: keyed.hash,
+      exit,
+      group: staged,
+      expiresAt: put.expiresAt,
+      since: keyed.since
+    })
     registry.release(inst)
     return Effect.andThen(awaitCommit(inst, run.label, staged), exit)
   }
@@ -391,6 +401,7 @@ export const make = (
       const now = clock.currentTimeMillisUnsafe()
       const kept = registry.replyOf(inst, keyed.key, now)
       if (kept !== undefined) return Effect.succeed(kept)
+      if (keyed.since !== undefined && registry.repliesComplete(inst, keyed.since)) return Effect.succeed(undefined)
       return Effect.flatMap(own.loadReply(objectType, inst.id, keyed.key, now), (stored) => {
         if (stored === undefined) return Effect.succeed(undefined)
         const decoded = keyed.replies.decode(stored.reply)
@@ -709,7 +720,7 @@ export const make = (
    * A call from `fiber`. Spans are only made when a tracer that can export them is installed: with Effect's
    * default in-memory tracer nobody can see them, and they would cost more than the call.
    */
-  const callFrom: Calls["callFrom"] = (fiber, id, name, input, encoded, idempotencyKey, retentionMillis) => {
+  const callFrom: Calls["callFrom"] = (fiber, id, name, input, encoded, idempotencyKey, retentionMillis, since) => {
     const handler = prepared.get(name)
     if (handler === undefined) {
       return Exit.fail(new UnknownHandler({ objectType, handler: String(name), known: handlerNames }))
@@ -747,7 +758,8 @@ export const make = (
         key: idempotencyKey,
         hash: Replies.callHash(name, payloadJson.value),
         replies: handler.replies,
-        retentionMillis: retentionMillis ?? options.idempotencyRetentionMillis
+        retentionMillis: retentionMillis ?? options.idempotencyRetentionMillis,
+        since
       }
     }
     const call = tracing(fiber)

@@ -76,6 +76,8 @@ const rpcs = [
       key: Schema.String,
       /** The key was made for this call (kept for re-sends only), not given by the caller. */
       routed: Schema.Boolean,
+      /** When the call was first sent, by its sender's clock (the same in every re-send). */
+      since: Schema.Number,
       chain: Schema.Array(Schema.String)
     },
     success: Schema.String
@@ -241,6 +243,16 @@ const mapClientError =
     return Effect.die(error)
   }
 
+/** What a client-only node's live streams fail with. */
+const liveUnavailable = <A>(what: string): Stream.Stream<A, StorageError> =>
+  Stream.fail(
+    new StorageError({
+      operation: what,
+      detail: "live state is served by runner nodes (DurableObjectCluster.layer), not by client-only nodes",
+      outcome: "not-applied"
+    })
+  )
+
 /** How long to wait before sending again a call its owner refused while shutting down. */
 const resendMillis = 100
 
@@ -336,6 +348,7 @@ export const makeRouted = (
             payload: json.value,
             key: snowflake === undefined ? idempotencyKey! : routedKey(snowflake),
             routed: snowflake !== undefined,
+            since: clock.currentTimeMillisUnsafe(),
             chain
           }
           return routed(id, handler, codec.outcome, client.call(message))
@@ -372,15 +385,6 @@ export const makeRouted = (
       }
       return Effect.succeed({ at: typeof when.at === "number" ? when.at : DateTime.toEpochMillis(when.at) })
     }
-
-    const liveUnavailable = <A>(what: string): Stream.Stream<A, StorageError> =>
-      Stream.fail(
-        new StorageError({
-          operation: what,
-          detail: "live state is served by runner nodes (DurableObjectCluster.layer), not by client-only nodes",
-          outcome: "not-applied"
-        })
-      )
 
     const runtime: ObjectRuntime = {
       call: (id, handler, ...payload) =>
@@ -643,7 +647,8 @@ export const makeRunner = (
               message.handler,
               payload.value,
               message.key,
-              message.routed ? options.replyRetentionMillis : undefined
+              message.routed ? options.replyRetentionMillis : undefined,
+              message.routed ? message.since : undefined
             )
           ).pipe(
             Effect.provideService(CallChain, message.chain),

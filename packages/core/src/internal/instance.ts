@@ -60,11 +60,23 @@ export type InstanceStatus = "unloaded" | "active" | "hibernated" | "stopped"
  * The reply of a call made with an idempotency key, as this runtime knows it: from its own run (durable once
  * `group` is, or `group` is `undefined`) or read back from storage.
  */
+/** How many replies of keyed calls an object keeps in memory (see `Registry.keepReply`). */
+const keptReplies = 64
+
+/**
+ * How far the clocks of two nodes may disagree (cluster mode): a routed call first sent more than this after
+ * an object's copy began keeping every reply in memory finds its reply, if any, in memory (see
+ * `Registry.repliesComplete`).
+ */
+export const clockSkewMillis = 2_000
+
 export interface KeptReply {
   readonly payloadHash: string
   readonly exit: Exit.Exit<unknown, unknown>
   readonly group: CommitGroup | undefined
   readonly expiresAt: number
+  /** When a routed call was first sent (its sender's clock), for calls whose key was made by routing. */
+  readonly since?: number | undefined
 }
 
 export interface Instance extends Mailbox.Mailbox, IdleNode, Identity {
@@ -87,6 +99,11 @@ export interface Instance extends Mailbox.Mailbox, IdleNode, Identity {
   rollback: { readonly epoch: number; readonly error: CommitError } | undefined
   /** Replies of keyed calls known in memory, by key (part of the in-memory copy: dropped with it). */
   replies: Map<string, KeptReply> | undefined
+  /**
+   * From when on (epoch ms) `replies` holds the reply of every routed call this copy ran: its activation or
+   * wake, or later, when a routed reply that old was let go. See `Registry.repliesComplete`.
+   */
+  repliesFrom: number
 }
 
 /** Whether `inst` holds a loaded copy (active or hibernated). */
@@ -153,6 +170,7 @@ export class Registry {
         draining: undefined,
         rollback: undefined,
         replies: undefined,
+        repliesFrom: 0,
         busy: false,
         waiters: undefined,
         idlePrev: undefined,
@@ -186,6 +204,7 @@ export class Registry {
     inst.json = json
     inst.version = version
     inst.status = "active"
+    inst.repliesFrom = this.clock.currentTimeMillisUnsafe()
     this.loaded++
   }
 
@@ -214,6 +233,8 @@ export class Registry {
     if (Exit.isFailure(decoded)) return Effect.die(decoded.cause)
     inst.state = decoded.value
     inst.status = "active"
+    // Replies were dropped on hibernation: only calls sent from now on can rely on memory.
+    inst.repliesFrom = this.clock.currentTimeMillisUnsafe()
     this.idleHibernated.remove(inst)
     return Effect.void
   }
@@ -222,6 +243,7 @@ export class Registry {
   hibernate(inst: Instance): void {
     inst.state = undefined
     inst.replies = undefined
+    inst.repliesFrom = Number.MAX_SAFE_INTEGER
     inst.status = "hibernated"
     this.idleHibernated.insert(inst, inst.lastActive)
   }
@@ -317,9 +339,35 @@ export class Registry {
     return undefined
   }
 
-  /** Keeps the reply of a keyed call for later calls with the same key (while the copy lives). */
+  /**
+   * Keeps the reply of a keyed call for later calls with the same key (while the copy lives). At most
+   * `keptReplies` are kept per object, plus the routed replies of the last `2 × clockSkewMillis` (a re-sent
+   * call must find those in memory): the oldest durable ones go first (storage has them; a retry reads them
+   * back), replies whose commit is still in flight always stay (storage may not have them yet).
+   */
   keepReply(inst: Instance, key: string, reply: KeptReply): void {
-    ;(inst.replies ??= new Map()).set(key, reply)
+    const replies = inst.replies ??= new Map()
+    replies.set(key, reply)
+    if (replies.size <= keptReplies) return
+    const recent = this.clock.currentTimeMillisUnsafe() - 2 * clockSkewMillis
+    for (const [oldKey, old] of replies) {
+      if (replies.size <= keptReplies) break
+      if (old.group !== undefined && old.group.exit === undefined) continue
+      if (old.since !== undefined) {
+        if (old.since > recent) continue
+        if (old.since > inst.repliesFrom) inst.repliesFrom = old.since
+      }
+      replies.delete(oldKey)
+    }
+  }
+
+  /**
+   * Whether a routed call first sent at `since` can only have a reply in memory: it was sent well after this
+   * copy began keeping every routed reply it ran (a copy that ran it earlier, elsewhere, committed before this
+   * one was activated, or its own commit would fail on the version), so storage need not be read.
+   */
+  repliesComplete(inst: Instance, since: number): boolean {
+    return inst.status === "active" && since > inst.repliesFrom + clockSkewMillis
   }
 
   /** The drain with `token` ended; returns whether it still owned the queue. */

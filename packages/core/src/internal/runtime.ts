@@ -56,14 +56,18 @@ export type LocalRuntime = ObjectRuntime & RoutingAccess
 
 /** What routing needs of a runtime beyond its public service. */
 export interface RoutingAccess {
-  /** `callFrom` with a typed payload whose keyed reply is kept `retentionMillis` (a routed call's request id). */
+  /**
+   * `callFrom` with a typed payload whose keyed reply is kept `retentionMillis`; `since`: when a call whose key
+   * routing made was first sent (then its reply is looked up in memory only, when that is enough).
+   */
   readonly callKeyed: (
     fiber: Fiber.Fiber<unknown, unknown>,
     id: string,
     handler: string,
     payload: unknown,
     key: string | undefined,
-    retentionMillis: number | undefined
+    retentionMillis: number | undefined,
+    since: number | undefined
   ) => Effect.Effect<unknown, unknown>
   /** Forgets the in-memory copy of `id` (it may be stale) after the calls already in line. */
   readonly drop: (id: string) => Effect.Effect<void>
@@ -149,8 +153,8 @@ export const make = (def: DefinitionSpec): Effect.Effect<LocalRuntime, never, Sc
         Effect.withFiber((fiber) => calls.callFrom(fiber, id, handler, payload, true, callOptions?.idempotencyKey)),
       callFrom: (fiber, id, handler, payload, idempotencyKey) =>
         calls.callFrom(fiber, id, handler, payload, false, idempotencyKey),
-      callKeyed: (fiber, id, handler, payload, key, retentionMillis) =>
-        calls.callFrom(fiber, id, handler, payload, false, key, retentionMillis),
+      callKeyed: (fiber, id, handler, payload, key, retentionMillis, since) =>
+        calls.callFrom(fiber, id, handler, payload, false, key, retentionMillis, since),
       drop: lifecycle.drop,
       stop: lifecycle.stop,
       delete: lifecycle.delete,

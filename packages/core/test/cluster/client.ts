@@ -2,9 +2,9 @@
  * A client-only node for the cluster tests: calls `Tally` objects through the cluster and prints every step as
  * a line: `start <id> <ms>`, `ack <id> <count> <runner> <ms>`, `fail <id> <tag> <ms>`, then `done`.
  *
- * argv[2]: JSON `{ url, tablePrefix, clusterPrefix, ids, durationMillis, pauseMillis, ticksAt? }`: each id gets
- * one loop of increments until the duration has passed; with `ticksAt`, each object first schedules its
- * `tick` alarm at that time instead.
+ * argv[2]: JSON `{ url, tablePrefix, clusterPrefix, ids, durationMillis, pauseMillis, ticksIn? }`: each id gets
+ * one loop of increments until the duration has passed; with `ticksIn`, each object schedules its `tick` alarm
+ * that many milliseconds after the node is up instead (printed first, as `due <ms>`).
  */
 import { DurableObjectCluster } from "@durable-object/core"
 import { NodeRuntime } from "@effect/platform-node"
@@ -21,15 +21,15 @@ const config = JSON.parse(process.argv[2]!) as {
   readonly ids: ReadonlyArray<string>
   readonly durationMillis: number
   readonly pauseMillis: number
-  readonly ticksAt?: number | undefined
+  readonly ticksIn?: number | undefined
 }
 
 const now = () => Math.round(performance.timeOrigin + performance.now())
 
-const loop = (id: string) =>
+const loop = (id: string, dueAt: number) =>
   Effect.gen(function*() {
-    if (config.ticksAt !== undefined) {
-      yield* Tally.client(id).scheduleTick({ at: config.ticksAt })
+    if (config.ticksIn !== undefined) {
+      yield* Tally.client(id).scheduleTick({ at: dueAt })
       line(`scheduled ${id} ${now()}`)
       return
     }
@@ -48,7 +48,11 @@ const loop = (id: string) =>
     }
   })
 
-const main = Effect.forEach(config.ids, loop, { concurrency: "unbounded", discard: true }).pipe(
+const main = Effect.suspend(() => {
+  const dueAt = now() + (config.ticksIn ?? 0)
+  if (config.ticksIn !== undefined) line(`due ${dueAt}`)
+  return Effect.forEach(config.ids, (id) => loop(id, dueAt), { concurrency: "unbounded", discard: true })
+}).pipe(
   Effect.andThen(Effect.sync(() => line("done"))),
   Effect.provide(
     DurableObjectCluster.layerClient(Tally, { routeTimeout: "20 seconds" }).pipe(

@@ -2,8 +2,8 @@
  * The object the cluster tests run on several processes: a counter whose replies name the runner that served
  * them, with a recurring-free alarm and an `onShutdown` that records where it ran.
  */
-import { DurableObject } from "@durable-object/core"
-import { Context, Effect, Schema } from "effect"
+import { DurableObject, Errors } from "@durable-object/core"
+import { Clock, Context, Effect, Schema } from "effect"
 
 /** The name of the runner process a handler runs on. */
 export class RunnerName extends Context.Service<RunnerName, string>()("test/cluster/RunnerName") {}
@@ -16,9 +16,11 @@ export const Tally = DurableObject.defineObject({
     count: Schema.Number,
     ticks: Schema.Number,
     tickRunners: Schema.Array(Schema.String),
+    /** When each tick ran (epoch milliseconds). */
+    tickTimes: Schema.Array(Schema.Number),
     shutdownBy: Schema.Array(Schema.String)
   }),
-  initialState: () => ({ count: 0, ticks: 0, tickRunners: [], shutdownBy: [] }),
+  initialState: () => ({ count: 0, ticks: 0, tickRunners: [], tickTimes: [], shutdownBy: [] }),
   services: [RunnerName],
   handlers: {
     increment: {
@@ -49,7 +51,13 @@ export const Tally = DurableObject.defineObject({
       handle: (_, ctx) =>
         Effect.gen(function*() {
           const runner = yield* RunnerName
-          yield* ctx.state.update((s) => ({ ...s, ticks: s.ticks + 1, tickRunners: [...s.tickRunners, runner] }))
+          const now = yield* Clock.currentTimeMillis
+          yield* ctx.state.update((s) => ({
+            ...s,
+            ticks: s.ticks + 1,
+            tickRunners: [...s.tickRunners, runner],
+            tickTimes: [...s.tickTimes, now]
+          }))
         })
     }
   },
@@ -59,4 +67,39 @@ export const Tally = DurableObject.defineObject({
       yield* ctx.state.update((s) => ({ ...s, shutdownBy: [...s.shutdownBy, runner] }))
     }),
   options: { callTimeout: "5 seconds" }
+})
+
+/** A typed error of `Relay`. */
+export class RelayError extends Schema.TaggedError<RelayError>()("RelayError", { reason: Schema.String }) {}
+
+/**
+ * Calls across runners and the errors they end in: a chain that comes back (`viaPeer` → `back` → `hello`), a
+ * typed failure, a defect, a slow handler behind a mailbox of one, and a call timeout of one second.
+ */
+export const Relay = DurableObject.defineObject({
+  name: "Relay",
+  state: Schema.Struct({}),
+  initialState: () => ({}),
+  services: [RunnerName],
+  handlers: {
+    hello: { success: Schema.String, handle: () => Effect.service(RunnerName) },
+    viaPeer: {
+      payload: Schema.Struct({ peer: Schema.String }),
+      success: Schema.String,
+      error: Errors.DurableObjectError,
+      handle: ({ peer }, ctx): Effect.Effect<string, Errors.DurableObjectError> =>
+        DurableObject.call(Relay, peer, "back", { origin: ctx.id }) as any
+    },
+    back: {
+      payload: Schema.Struct({ origin: Schema.String }),
+      success: Schema.String,
+      error: Errors.DurableObjectError,
+      handle: ({ origin }): Effect.Effect<string, Errors.DurableObjectError> =>
+        DurableObject.call(Relay, origin, "hello") as any
+    },
+    fail: { error: RelayError, handle: () => Effect.fail(new RelayError({ reason: "asked to" })) },
+    die: { handle: () => Effect.die(new Error("boom")) },
+    sleep: { payload: Schema.Struct({ millis: Schema.Number }), handle: ({ millis }) => Effect.sleep(millis) }
+  },
+  options: { mailboxCapacity: 1, callTimeout: "1 second" }
 })

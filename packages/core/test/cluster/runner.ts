@@ -11,7 +11,7 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { line } from "../crash/worker.ts"
 import { clientFor } from "../databases.ts"
-import { RunnerName, Tally } from "./objects.ts"
+import { Relay, RunnerName, Tally } from "./objects.ts"
 import { clusterLayer } from "./transport.ts"
 
 const config = JSON.parse(process.argv[2]!) as {
@@ -44,11 +44,13 @@ const storage = SqlStorage.layer({
   alarms: { pollInterval: "300 millis", leaseDuration: "10 seconds" }
 })
 
-const app = DurableObjectCluster.layer(Tally, {
-  routeTimeout: "20 seconds",
-  maxPause: "2 seconds",
-  alarmRouteTimeout: "4 seconds"
-}).pipe(
+const options = { routeTimeout: "20 seconds", maxPause: "2 seconds", alarmRouteTimeout: "4 seconds" } as const
+
+// Relay's handlers call other Relay objects: its routed runtime is in the context its runner layer is built in.
+const app = Layer.mergeAll(
+  DurableObjectCluster.layer(Tally, options),
+  DurableObjectCluster.layer(Relay, options).pipe(Layer.provide(DurableObjectCluster.layerClient(Relay, options)))
+).pipe(
   Layer.provide(Layer.succeed(RunnerName, config.name)),
   Layer.provide(Layer.provideMerge(slowAck, storage)),
   Layer.provide(clusterLayer({ port: config.port, prefix: config.clusterPrefix })),
