@@ -20,9 +20,8 @@
  * @since 0.2.0
  */
 import { Duration, Effect, Layer } from "effect"
-import type { Entity } from "effect/cluster"
 import type { Sharding } from "effect/cluster/Sharding"
-import type { Definition, Runtime } from "./DurableObject.ts"
+import type { AnyDefinition, Definition, Runtime } from "./DurableObject.ts"
 import * as Cluster from "./internal/cluster.ts"
 import type { Scheduler, Storage } from "./Storage.ts"
 
@@ -123,4 +122,4 @@ export const layerClient = <Name extends string>(
  * @since 0.2.0
  * @category models
  */
-export const entity = (definition: Definition): Entity.Entity<string, any> => Cluster.makeEntity(definition.name)
+export const entity = (definition: AnyDefinition) => Cluster.makeEntity(definition.name)

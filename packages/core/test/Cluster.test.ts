@@ -1,9 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Schema } from "effect"
+import { Clock, Effect, Exit, Layer, Schema } from "effect"
 import { TestRunner } from "effect/cluster"
+import { Sharding } from "effect/cluster/Sharding"
 import * as DurableObject from "../src/DurableObject.ts"
 import * as DurableObjectCluster from "../src/DurableObjectCluster.ts"
 import * as Errors from "../src/Errors.ts"
+import * as Cluster from "../src/internal/cluster.ts"
 import * as Storage from "../src/Storage.ts"
 import { Counter, LimitExceeded, makeJournal, PingA, PingB } from "./fixtures.ts"
 
@@ -59,6 +61,29 @@ describe("DurableObjectCluster", () => {
       const encoded = yield* DurableObject.callEncoded(Counter, "b", "increment", { amount: 4 })
       assert.strictEqual(encoded, 4)
     }).pipe(Effect.provide(runner(Storage.layerMemory))))
+
+  it.live("a call re-sent with its routing key runs once, its reply still in memory or only in storage", () =>
+    Effect.gen(function*() {
+      const sharding = yield* Sharding
+      const entityIdOf = Cluster.makeShardIds(sharding, "default")
+      const client = (yield* DurableObjectCluster.entity(Counter).client)(entityIdOf("r"))
+      // What effect/cluster re-sends after a lost reply: the very same message.
+      const message = {
+        id: "r",
+        handler: "increment",
+        payload: JSON.stringify({ amount: 1 }),
+        key: "~route/1",
+        routed: true,
+        since: yield* Clock.currentTimeMillis,
+        chain: []
+      }
+      const replies = [yield* client.call(message), yield* client.call(message)]
+      // A new copy (as on a new owner after a failover) has nothing in memory: the reply comes from storage.
+      yield* DurableObject.stop(Counter, "r")
+      replies.push(yield* client.call(message))
+      assert.deepStrictEqual(replies.map((text: string) => JSON.parse(text)), [{ s: 1 }, { s: 1 }, { s: 1 }])
+      assert.strictEqual(yield* Counter.client("r").get(), 1)
+    }).pipe(Effect.scoped, Effect.provide(runner(Storage.layerMemory))))
 
   it.live("a call chain that comes back to an object fails fast with ReentrantCall", () =>
     Effect.gen(function*() {

@@ -213,7 +213,7 @@ const makeCodecs = (def: DefinitionSpec): Codecs => {
  * The entity id standing for each shard: the first of `shard-0`, `shard-1`, … that hashes to it. Every node
  * derives the same ids from the same hash, whatever its `shardsPerGroup` (which must agree anyway).
  */
-const makeShardIds = (sharding: Sharding["Service"], group: string) => {
+export const makeShardIds = (sharding: Sharding["Service"], group: string) => {
   const byShard = new Map<number, string>()
   let next = 0
   return (objectId: string): string => {
