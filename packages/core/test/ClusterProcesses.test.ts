@@ -1,7 +1,7 @@
 /**
  * Cluster mode across processes: three runner processes (`cluster/runner.ts`) and a client-only node
  * (`cluster/client.ts`) on the test PostgreSQL, with effect/cluster's shard locks and runner registry under a
- * prefix of each test's own, in the fast failure-detection profile (`cluster/transport.ts`: locks expire after
+ * prefix of each test's own, in the fast failure-detection profile (`examples/src/cluster/transport.ts`: locks expire after
  * 5 s, refreshed every second, assignments read every 500 ms). Runners are killed with SIGKILL, stopped with
  * SIGTERM, frozen with SIGSTOP, and restarted one by one, while the client increments counters; the histories
  * the client prints, and the states left in the database, must show no lost and no doubled update.

@@ -1,6 +1,7 @@
 /**
  * `npm run demo`: the demo server on a SQLite file in `packages/examples/data/` (or on PostgreSQL when
- * `DATABASE_URL` is set). `npm run demo -- --smoke` runs the non-interactive smoke check instead.
+ * `DATABASE_URL` is set). `npm run demo -- --smoke` runs the non-interactive smoke check instead, and
+ * `npm run demo -- --cluster` the cluster demo (`cluster/demo.ts`: three runners on PostgreSQL, one killed).
  *
  * Environment: `PORT` (default 3000; 0 picks a free one), `DATABASE_URL` (PostgreSQL; default: the SQLite file
  * `DEMO_SQLITE_FILE`, or `packages/examples/data/demo.sqlite`),
@@ -69,7 +70,12 @@ const serve = Effect.gen(function*() {
   return yield* Layer.launch(announce(opts.database).pipe(Layer.provide(serverLayer(opts))))
 }).pipe(Effect.onInterrupt(() => Effect.logInfo("Stopped. Every object was shut down gracefully.")))
 
-const main = process.argv.slice(2).includes("--smoke") ? smoke : serve
+const args = process.argv.slice(2)
+const main = args.includes("--smoke")
+  ? smoke
+  : args.includes("--cluster")
+  ? Effect.flatMap(Effect.promise(() => import("./cluster/demo.ts")), (demo) => demo.clusterDemo)
+  : serve
 
 // The fair scheduler keeps the server's event loop answering while many requests are in flight.
 main.pipe(

@@ -9,10 +9,10 @@
 import { DurableObjectCluster, SqlStorage, Storage } from "@durable-object/core"
 import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
+import { clusterLayer } from "../../../examples/src/cluster/transport.ts"
 import { line } from "../crash/worker.ts"
 import { clientFor } from "../databases.ts"
 import { Relay, RunnerName, Tally } from "./objects.ts"
-import { clusterLayer } from "./transport.ts"
 
 const config = JSON.parse(process.argv[2]!) as {
   readonly url: string

@@ -1,7 +1,9 @@
 /**
- * effect/cluster over TCP for the cluster tests, with the settings docs/cluster.md recommends: explicit runner
- * addresses (nothing read from the environment), `noDelay` sockets on both ends, volatile messages only, runner
- * storage and shard locks in PostgreSQL under a prefix of the test's own, and a fast failure-detection profile.
+ * effect/cluster over TCP, with the settings docs/cluster.md recommends: explicit runner addresses (nothing read
+ * from the environment), `noDelay` sockets on both ends (Node's default Nagle delay costs tens of milliseconds
+ * under bursty traffic), volatile messages only (cluster mode makes calls exactly-once itself), runner storage and
+ * shard locks in PostgreSQL under a prefix, and a fast failure-detection profile. The cluster demo, the cluster
+ * tests and the cluster benchmark all run on it; copy it into an application and tune `fastProfile`.
  */
 import { NodeSocket, NodeSocketServer } from "@effect/platform-node"
 import { Effect, Layer, Option } from "effect"
