@@ -95,8 +95,8 @@ const makeCluster = (label: string) => {
       })
     }
   }
-  const runErrorsClient = () => {
-    const client = spawnWorker("errorsClient.ts", "errors", base)
+  const runErrorsClient = (options?: { readonly unreachable: boolean }) => {
+    const client = spawnWorker("errorsClient.ts", "errors", { ...base, ...options })
     return client.exited.then(() => {
       if (client.lines.at(-1) !== "done") throw new Error(`the errors client failed: ${client.stderr}`)
       return client.lines
@@ -289,6 +289,21 @@ describe("Cluster mode across processes", () => {
         } finally {
           yield* Effect.promise(() => cluster.stopAll())
         }
+      }),
+    60_000
+  )
+
+  it.live(
+    "routing is bounded: with no runner up, a call fails with CallTimeout after callTimeout + commitTimeout + routeTimeout",
+    () =>
+      Effect.gen(function*() {
+        const cluster = makeCluster("unreachable")
+        const lines = yield* Effect.promise(() => cluster.runErrorsClient({ unreachable: true }))
+        assert.include(lines, "result unreachable CallTimeout true")
+        const elapsed = Number(lines.find((l) => l.startsWith("elapsed "))!.split(" ")[1])
+        // Relay: callTimeout 1 s, commitTimeout 1 s; the client's routeTimeout 1 s.
+        assert.isAtLeast(elapsed, 2_900)
+        assert.isBelow(elapsed, 8_000)
       }),
     60_000
   )

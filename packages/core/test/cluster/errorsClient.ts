@@ -3,7 +3,8 @@
  * `result <case> <outcome>` lines (`outcome`: the error's tag and whether it is an instance of its class, or
  * `ok`), then `done`.
  *
- * argv[2]: JSON `{ url, tablePrefix, clusterPrefix }`.
+ * argv[2]: JSON `{ url, tablePrefix, clusterPrefix, unreachable? }`; with `unreachable` (no runner is up), one call
+ * only, whose routing must give up (`result unreachable <outcome> <ms>`).
  */
 import { DurableObject, DurableObjectCluster, Errors } from "@durable-object/core"
 import { NodeRuntime } from "@effect/platform-node"
@@ -17,6 +18,7 @@ const config = JSON.parse(process.argv[2]!) as {
   readonly url: string
   readonly tablePrefix: string
   readonly clusterPrefix: string
+  readonly unreachable?: boolean | undefined
 }
 
 const classes: Record<string, new(...args: any) => unknown> = {
@@ -41,7 +43,14 @@ const report = <R>(name: string, effect: Effect.Effect<unknown, unknown, R>) =>
       line(`result ${name} ${error._tag} ${classes[error._tag] !== undefined && error instanceof classes[error._tag]!}`)
     }))
 
-const main = Effect.gen(function*() {
+const unreachable = Effect.gen(function*() {
+  const start = performance.now()
+  yield* report("unreachable", Relay.client("nowhere").hello())
+  line(`elapsed ${Math.round(performance.now() - start)}`)
+  line("done")
+})
+
+const main = config.unreachable === true ? unreachable : Effect.gen(function*() {
   // Two objects on different runners, so the chain crosses the wire both ways.
   const home = new Map<string, string>()
   for (let i = 0; i < 30 && new Set(home.values()).size < 2; i++) {
@@ -67,7 +76,7 @@ const main = Effect.gen(function*() {
 
 main.pipe(
   Effect.provide(
-    DurableObjectCluster.layerClient(Relay).pipe(
+    DurableObjectCluster.layerClient(Relay, { routeTimeout: "1 second" }).pipe(
       Layer.provide(clusterLayer({ prefix: config.clusterPrefix })),
       Layer.provide(clientFor({ backend: "PostgreSQL", url: config.url, tablePrefix: config.tablePrefix }))
     )
