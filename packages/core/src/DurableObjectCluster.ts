@@ -52,8 +52,10 @@ export interface Options {
    */
   readonly maxPause?: Duration.Input | undefined
   /**
-   * Longest the delivery of a claimed alarm to its object's owner may take; then the claim is released for a
-   * retry, without counting the attempt. Keep it below half the scheduler's alarm lease. Default 25 seconds.
+   * Longest a claimed alarm may wait for its object's owner to accept it (the owner then runs it, however long
+   * its handler takes); then the claim is released for a retry that many milliseconds later, without counting
+   * the attempt, and the shard's other alarms are handed back at once until then. Keep it below half the
+   * scheduler's alarm lease. Default 5 seconds.
    */
   readonly alarmRouteTimeout?: Duration.Input | undefined
 }
@@ -68,7 +70,7 @@ const resolve = (options: Options | undefined): Cluster.ClusterOptions => ({
   routeTimeoutMillis: millis(options?.routeTimeout, "45 seconds", "routeTimeout"),
   replyRetentionMillis: millis(options?.replyRetention, "10 minutes", "replyRetention"),
   maxPauseMillis: millis(options?.maxPause, "5 seconds", "maxPause"),
-  alarmRouteTimeoutMillis: millis(options?.alarmRouteTimeout, "25 seconds", "alarmRouteTimeout"),
+  alarmRouteTimeoutMillis: millis(options?.alarmRouteTimeout, "5 seconds", "alarmRouteTimeout"),
   pruneIntervalMillis: 60_000
 })
 

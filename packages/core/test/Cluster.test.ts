@@ -7,7 +7,7 @@ import * as DurableObjectCluster from "../src/DurableObjectCluster.ts"
 import * as Errors from "../src/Errors.ts"
 import * as Cluster from "../src/internal/cluster.ts"
 import * as Storage from "../src/Storage.ts"
-import { Counter, LimitExceeded, makeJournal, PingA, PingB } from "./fixtures.ts"
+import { Counter, LimitExceeded, makeJournal, PingA, PingB, Reminders } from "./fixtures.ts"
 
 /**
  * One runner, in memory: effect/cluster's test runner with the cluster layers of the fixtures. Handlers that call
@@ -91,15 +91,28 @@ describe("DurableObjectCluster", () => {
       assert.instanceOf(error, Errors.ReentrantCall)
     }).pipe(Effect.provide(runner(Storage.layerMemory))))
 
-  it.live("alarms scheduled from outside run on the owner and list with their payloads", () =>
+  it.live("alarms scheduled inside and outside handlers fire through the owner; listing, status and stop are routed", () =>
     Effect.gen(function*() {
-      yield* Counter.client("c").increment({ amount: 1 })
-      const alarms = yield* DurableObject.listAlarms(Counter, "c")
-      assert.deepStrictEqual(alarms, [])
-      assert.strictEqual(yield* DurableObject.status(Counter, "c"), "active")
-      yield* DurableObject.stop(Counter, "c")
-      assert.strictEqual(yield* DurableObject.status(Counter, "c"), "stopped")
-    }).pipe(Effect.provide(runner(Storage.layerMemory))))
+      yield* Reminders.client("m").remind({ text: "inside", inMillis: 50 })
+      const now = yield* Clock.currentTimeMillis
+      yield* DurableObject.scheduleAlarm(Reminders, "m", "note", { at: now + 80 }, { text: "outside" })
+      const listed = yield* DurableObject.listAlarms(Reminders, "m")
+      assert.deepStrictEqual(listed.map((a) => [a.name, a.payload]), [["note", { text: "outside" }]])
+      yield* Effect.sleep("1 second")
+      const state = yield* Reminders.client("m").read()
+      assert.deepStrictEqual(state.fired, ["note:outside"], "the later schedule replaced the earlier one")
+      assert.deepStrictEqual(yield* DurableObject.listAlarms(Reminders, "m"), [])
+      assert.strictEqual(yield* DurableObject.status(Reminders, "m"), "active")
+      yield* DurableObject.stop(Reminders, "m")
+      assert.strictEqual(yield* DurableObject.status(Reminders, "m"), "stopped")
+    }).pipe(
+      Effect.provide(
+        DurableObjectCluster.layer(Reminders).pipe(
+          Layer.provide(Storage.layerWithScheduler(Storage.makeMemory, { pollInterval: "50 millis" })),
+          Layer.provideMerge(TestRunner.layer)
+        )
+      )
+    ))
 
   it.live("a definition whose schemas cannot be written as JSON fails when its layer is built", () =>
     Effect.gen(function*() {

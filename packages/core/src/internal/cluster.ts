@@ -18,12 +18,27 @@
  * its state, and a re-sent call gets that reply back instead of running again.
  *
  * Alarms. Each runner's scheduler still claims due alarms; it delivers each to the owner of its object through
- * the entity, so handlers only run on the owner. An alarm that cannot be delivered is released without
- * counting the attempt.
+ * the entity, so handlers only run on the owner, which accepts the alarm and runs it itself (the claimant does
+ * not wait for the handler). An alarm that cannot be delivered is released without counting the attempt.
  *
  * @internal
  */
-import { Cause, Clock, Context, DateTime, Duration, Effect, Exit, Layer, Metric, Schema, Scope, Stream } from "effect"
+import {
+  Cause,
+  Clock,
+  Context,
+  DateTime,
+  Duration,
+  Effect,
+  Exit,
+  FiberSet,
+  Layer,
+  Metric,
+  Schema,
+  type Scope,
+  Semaphore,
+  Stream
+} from "effect"
 import { Entity, EntityId } from "effect/cluster"
 import { Sharding } from "effect/cluster/Sharding"
 import { Rpc } from "effect/rpc"
@@ -252,6 +267,9 @@ const liveUnavailable = <A>(what: string): Stream.Stream<A, StorageError> =>
       outcome: "not-applied"
     })
   )
+
+/** Alarms of one type an owner runs at once (the scheduler's default concurrency in one process). */
+const alarmConcurrency = 256
 
 /** How long to wait before sending again a call its owner refused while shutting down. */
 const resendMillis = 100
@@ -519,34 +537,49 @@ export const makeRunner = (
     // Alarms reach handlers only through their owner: the private runtime registers its handler here, and the
     // storage's scheduler gets one that delivers each claimed alarm to the owner of its object.
     let fireLocal: ((alarm: ClaimedAlarm) => Effect.Effect<void>) | undefined
-    const deliver = (alarm: ClaimedAlarm): Effect.Effect<void> =>
-      makeClient(shardIdOf(alarm.objectId)).fire({ alarm: JSON.stringify(alarm) }).pipe(
-        Effect.asVoid,
-        Effect.timeout(options.alarmRouteTimeoutMillis),
-        Effect.catchCause((cause) => {
-          const now = clock.currentTimeMillisUnsafe()
-          return storage.releaseAlarm({
-            objectType: alarm.objectType,
-            objectId: alarm.objectId,
-            name: alarm.name,
-            claim: alarm.claim,
-            retryAt: now + 1000,
-            error: `not delivered to its object's owner: ${Cause.pretty(cause).split("\n")[0]}`,
-            now,
-            undelivered: true
-          }).pipe(
-            Effect.catchCause((releaseCause) =>
-              Effect.andThen(
-                Metric.update(backgroundFailures, 1),
-                Effect.logWarning("durable-object: an undelivered alarm's claim could not be released").pipe(
-                  Effect.annotateLogs({ objectType, objectId: alarm.objectId, cause: Cause.pretty(releaseCause) })
-                )
-              )
-            ),
-            Effect.asVoid
+    // Shards whose owner did not accept an alarm lately, until when: their alarms are handed back at once
+    // instead of each waiting out the timeout (and holding one of the scheduler's slots meanwhile).
+    const unreachable = new Map<number, number>()
+    const release = (alarm: ClaimedAlarm, retryAt: number, why: string) => {
+      const now = clock.currentTimeMillisUnsafe()
+      return storage.releaseAlarm({
+        objectType: alarm.objectType,
+        objectId: alarm.objectId,
+        name: alarm.name,
+        claim: alarm.claim,
+        retryAt,
+        error: `not delivered to its object's owner: ${why}`,
+        now,
+        undelivered: true
+      }).pipe(
+        Effect.catchCause((cause) =>
+          Effect.andThen(
+            Metric.update(backgroundFailures, 1),
+            Effect.logWarning("durable-object: an undelivered alarm's claim could not be released").pipe(
+              Effect.annotateLogs({ objectType, objectId: alarm.objectId, cause: Cause.pretty(cause) })
+            )
           )
-        })
+        ),
+        Effect.asVoid
       )
+    }
+    /** Hands a claimed alarm to its object's owner, which runs it; waits only until the owner accepted it. */
+    const deliver = (alarm: ClaimedAlarm): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const shard = sharding.getShardId(EntityId.make(alarm.objectId), group).id
+        const now = clock.currentTimeMillisUnsafe()
+        const until = unreachable.get(shard)
+        if (until !== undefined && until > now) return release(alarm, until, "its owner is unreachable")
+        return makeClient(shardIdOf(alarm.objectId)).fire({ alarm: JSON.stringify(alarm) }).pipe(
+          Effect.asVoid,
+          Effect.timeout(options.alarmRouteTimeoutMillis),
+          Effect.catchCause((cause) => {
+            const retryAt = clock.currentTimeMillisUnsafe() + options.alarmRouteTimeoutMillis
+            unreachable.set(shard, retryAt)
+            return release(alarm, retryAt, Cause.pretty(cause).split("\n")[0]!)
+          })
+        )
+      })
     const routedScheduler: SchedulerService = {
       register: (type, fire) => {
         fireLocal = fire
@@ -557,6 +590,8 @@ export const makeRunner = (
     }
 
     const local = yield* Runtime.make(def).pipe(Effect.provideService(Scheduler, routedScheduler))
+    const alarmFibers = yield* FiberSet.make<void, never>()
+    const firing = yield* Semaphore.make(alarmConcurrency)
 
     // The ids this runner served, by shard: what a shard's entity stops when it goes.
     const byShard = new Map<number, Set<string>>()
@@ -666,7 +701,11 @@ export const makeRunner = (
           const alarm = JSON.parse(request.payload.alarm) as ClaimedAlarm
           track(shard, alarm.objectId)
           const fire = fireLocal
-          return (fire === undefined ? Effect.void : fire(alarm)).pipe(Effect.as(""))
+          // Accepted: the alarm runs here, however long its handler takes, as many at once as the scheduler
+          // would run in one process; its claim is released or committed by the alarm runner as usual.
+          return fire === undefined
+            ? Effect.succeed("")
+            : Effect.as(FiberSet.run(alarmFibers, firing.withPermits(1)(fire(alarm))), "")
         }
       })
     })
