@@ -534,6 +534,12 @@ type StateWrite = WriteSet & { readonly state: string }
 
 const isStateWrite = (write: WriteSet): write is StateWrite => write.state !== null && !hasOtherRows(write)
 
+/**
+ * A write set that changes its object's state and maybe stores replies (a keyed call's commit), nothing else: its
+ * state goes in the multi-row statements with the state-only ones, its replies in one statement after them.
+ */
+const isStateAndReplies = (write: WriteSet): write is StateWrite => write.state !== null && !hasAlarmChanges(write)
+
 type MultiRowKind = "write" | "update" | "insert" | "load"
 
 type LoadRequest = { readonly objectType: string; readonly objectId: string }
@@ -812,8 +818,12 @@ export const make = (options?: Options): Effect.Effect<
       }))
 
     /** Stores the replies of a write (replacing any under the same keys), in its transaction. */
-    const putReplies = (write: WriteSet, puts: ReadonlyArray<ReplyPut>, now: number) => {
-      const row = (put: ReplyPut) =>
+    const putReplies = (write: WriteSet, puts: ReadonlyArray<ReplyPut>, now: number) =>
+      putRepliesOf(puts.map((put) => [write, put] as const), now)
+
+    /** Stores the replies of several writes (replacing any under the same keys), in their transaction. */
+    const putRepliesOf = (puts: ReadonlyArray<readonly [WriteSet, ReplyPut]>, now: number) => {
+      const row = ([write, put]: readonly [WriteSet, ReplyPut]) =>
         sql`(${write.objectType}, ${write.objectId}, ${put.key}, ${put.payloadHash}, ${put.reply}, ${put.expiresAt}, ${now})`
       return inChunks(puts, (chunk) =>
         sql`INSERT INTO ${replies}
@@ -957,8 +967,19 @@ export const make = (options?: Options): Effect.Effect<
       return text
     }
 
+    /** The replies of the writes whose state applied (`applied`: new versions by object key). */
+    const repliesOfApplied = (writes: ReadonlyArray<WriteSet>, applied: ReadonlyMap<string, number>) => {
+      const puts: Array<readonly [WriteSet, ReplyPut]> = []
+      for (const write of writes) {
+        if (write.replies === undefined || !applied.has(objectKey(write.objectType, write.objectId))) continue
+        for (const put of write.replies) puts.push([write, put])
+      }
+      return puts
+    }
+
     /**
-     * A batch of write sets from different objects, atomically: state-only ones in multi-row statements,
+     * A batch of write sets from different objects, atomically: state-only ones (and those that only add
+     * stored replies) in multi-row statements,
      * the others each under a savepoint, all in one transaction (a batch of state-only writes that fits one
      * statement needs none). Each write keeps its own outcome: a version conflict or a lost alarm claim fails
      * that write alone (a savepoint undoes its partial changes); an SQL error fails the whole batch.
@@ -981,13 +1002,31 @@ export const make = (options?: Options): Effect.Effect<
               return version !== undefined ? Effect.succeed(Exit.succeed(version)) : Effect.exit(conflict(write))
             }))
         }
+        if (writes.every(isStateAndReplies)) {
+          // Keyed calls' commits: the states in the multi-row statements, then the replies of those that applied
+          // in one more, all in one transaction (a savepoint per write would cost four round trips each).
+          return sql.withTransaction(Effect.gen(function*() {
+            const applied = yield* writeStates(writes, now, true)
+            yield* putRepliesOf(repliesOfApplied(writes, applied), now)
+            return yield* Effect.forEach(
+              writes,
+              (write): Effect.Effect<Exit.Exit<number, SqlError.SqlError | VersionConflict>> => {
+                const version = applied.get(objectKey(write.objectType, write.objectId))
+                return version !== undefined ? Effect.succeed(Exit.succeed(version)) : Effect.exit(conflict(write))
+              }
+            )
+          }))
+        }
         return sql.withTransaction(Effect.gen(function*() {
           const results: Array<Exit.Exit<number, SqlError.SqlError | VersionConflict | AlarmClaimLost>> = []
-          const simple = writes.filter(isStateWrite)
+          const simple = writes.filter(isStateAndReplies)
           const applied = simple.length > 1 ? yield* writeStates(simple, now, true) : undefined
+          if (applied !== undefined) yield* putRepliesOf(repliesOfApplied(simple, applied), now)
           const fired: Array<number> = []
           writes.forEach((write, i) => {
-            if (isFiredOnly(write)) fired.push(i)
+            if (isFiredOnly(write)) {
+              fired.push(i)
+            }
           })
           if (fired.length > 1) {
             const outcomes = yield* commitFired(
@@ -1001,7 +1040,7 @@ export const make = (options?: Options): Effect.Effect<
           for (let i = 0; i < writes.length; i++) {
             if (results[i] !== undefined) continue
             const write = writes[i]!
-            if (applied !== undefined && isStateWrite(write)) {
+            if (applied !== undefined && isStateAndReplies(write)) {
               const version = applied.get(objectKey(write.objectType, write.objectId))
               results[i] = version !== undefined ? Exit.succeed(version) : yield* Effect.exit(conflict(write))
               continue

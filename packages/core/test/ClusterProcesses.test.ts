@@ -230,10 +230,12 @@ describe("Cluster mode across processes", () => {
           yield* Effect.promise(() =>
             Promise.all([cluster.startRunner(), cluster.startRunner(), cluster.startRunner()])
           )
-          const { done } = cluster.runClient(objects, { durationMillis: 15_000 })
-          // Kill a random runner at a random moment, twice, replacing it after the first kill.
+          const { client, done } = cluster.runClient(objects, { durationMillis: 15_000 })
+          // At a random moment, kill the runner that served the latest acknowledgement (one that serves
+          // objects, whatever the shards' spread), then start a new one.
           yield* Effect.promise(() => sleep(3_000 + Math.random() * 2_000))
-          const victim = cluster.runners[Math.floor(Math.random() * 3)]!
+          const latest = client.lines.findLast((l) => l.startsWith("ack "))?.split(" ")[3]
+          const victim = cluster.runners.find((r) => r.name === latest) ?? cluster.runners[0]!
           const killedAt = now()
           victim.child.kill("SIGKILL")
           yield* Effect.promise(() => sleep(4_000 + Math.random() * 1_000))

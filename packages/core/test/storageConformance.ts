@@ -76,6 +76,37 @@ export const storageConformance = (name: string, layer: () => Layer.Layer<Storag
         })
       ))
 
+    it.effect("commits with stored replies, committed at once: each applies or conflicts alone, replies only with their state", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          yield* storage.commit({ objectType: t, objectId: "b", expectedVersion: 0, state: "{\"n\":1}" })
+          const reply = (key: string) => ({ key, payloadHash: "h", reply: `{"s":"${key}"}`, expiresAt: 10_000 })
+          // Concurrent commits of different objects: the SQL storages take them as one batch.
+          const exits = yield* Effect.all(
+            [
+              storage.commit({ objectType: t, objectId: "a", expectedVersion: 0, state: "{}", replies: [reply("ka")] }),
+              storage.commit({ objectType: t, objectId: "b", expectedVersion: 7, state: "{}", replies: [reply("kb")] }),
+              storage.commit({
+                objectType: t,
+                objectId: "c",
+                expectedVersion: 0,
+                state: "{}",
+                replies: [reply("kc1"), reply("kc2")]
+              }),
+              storage.commit({ objectType: t, objectId: "d", expectedVersion: 0, state: "{}" })
+            ].map(Effect.exit),
+            { concurrency: "unbounded" }
+          )
+          assert.deepStrictEqual(exits.map((e) => e._tag), ["Success", "Failure", "Success", "Success"])
+          const stored = (id: string, key: string) => Effect.map(storage.loadReply(t, id, key, 0), (r) => r?.reply)
+          assert.strictEqual(yield* stored("a", "ka"), "{\"s\":\"ka\"}")
+          assert.isUndefined(yield* stored("b", "kb"), "a conflicting write stores no reply")
+          assert.strictEqual(yield* stored("c", "kc1"), "{\"s\":\"kc1\"}")
+          assert.strictEqual(yield* stored("c", "kc2"), "{\"s\":\"kc2\"}")
+          assert.strictEqual((yield* storage.load(t, "b"))?.version, 1)
+        })
+      ))
+
     it.effect("committing to an object that exists elsewhere as new (expected 0) conflicts", () =>
       run((storage, t) =>
         Effect.gen(function*() {
