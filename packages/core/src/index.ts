@@ -26,6 +26,14 @@ export * as DurableObject from "./DurableObject.ts"
 export * as DurableObjectCluster from "./DurableObjectCluster.ts"
 
 /**
+ * Durable objects over HTTP, derived from their definitions with `effect/http-api`: handler endpoints, admin
+ * endpoints behind a bearer token, OpenAPI and typed clients.
+ *
+ * @since 0.1.0
+ */
+export * as DurableObjectHttpApi from "./DurableObjectHttpApi.ts"
+
+/**
  * Test kit: in-memory storage under `TestClock`, reading persisted state, running a handler without a runtime.
  *
  * @since 0.1.0

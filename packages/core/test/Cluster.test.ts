@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Exit, Layer, Schema } from "effect"
 import { TestRunner } from "effect/cluster"
 import { Sharding } from "effect/cluster/Sharding"
+import * as Alarms from "../src/Alarms.ts"
 import * as DurableObject from "../src/DurableObject.ts"
 import * as DurableObjectCluster from "../src/DurableObjectCluster.ts"
 import * as Errors from "../src/Errors.ts"
@@ -103,6 +104,18 @@ describe("DurableObjectCluster", () => {
       assert.deepStrictEqual(state.fired, ["note:outside"], "the later schedule replaced the earlier one")
       assert.deepStrictEqual(yield* DurableObject.listAlarms(Reminders, "m"), [])
       assert.strictEqual(yield* DurableObject.status(Reminders, "m"), "active")
+      // Alarms.retry is a write: routed to the owner, serialized with the object's calls.
+      yield* Reminders.client("m").remind({ text: "later", inMillis: 3_600_000 })
+      yield* Alarms.retry(Reminders, "m", "note")
+      yield* Effect.sleep("500 millis")
+      assert.deepStrictEqual((yield* Reminders.client("m").read()).fired, ["note:outside", "note:later"])
+      const missing = yield* Effect.flip(Alarms.retry(Reminders, "m", "note"))
+      assert.instanceOf(missing, Errors.AlarmNotFound)
+      // Listing and inspecting read storage on the runner.
+      const page = yield* DurableObject.list(Reminders)
+      assert.deepStrictEqual(page.objects.map((o) => [o.id, o.status]), [["m", "active"]])
+      const inspected = yield* DurableObject.inspect(Reminders, "m")
+      assert.deepStrictEqual(inspected.state?.fired, ["note:outside", "note:later"])
       yield* DurableObject.stop(Reminders, "m")
       assert.strictEqual(yield* DurableObject.status(Reminders, "m"), "stopped")
     }).pipe(

@@ -44,6 +44,7 @@ import { Sharding } from "effect/cluster/Sharding"
 import { Rpc } from "effect/rpc"
 import type { AlarmInfo, When } from "../Alarms.ts"
 import {
+  AlarmNotFound,
   CallTimeout,
   InvalidPayload,
   ObjectOverloaded,
@@ -123,8 +124,9 @@ const alarmListCodec: Wire.OutcomeCodec = {
     invalid: Schema.optional(Schema.String)
   })))
 }
-type AdminOp = "stop" | "delete" | "status" | "schedule" | "cancel" | "list"
+type AdminOp = "stop" | "delete" | "status" | "schedule" | "cancel" | "list" | "retry"
 const adminCodecs: Record<AdminOp, Wire.OutcomeCodec> = {
+  retry: { success: StateCodec.none, error: StateCodec.make(AlarmNotFound) },
   stop: voidCodec,
   delete: voidCodec,
   status: statusCodec,
@@ -257,6 +259,14 @@ const mapClientError =
     if (tag === "EntityNotAssignedToRunner") return Effect.fail(new RuntimeShutdown({ objectType }))
     return Effect.die(error)
   }
+
+/** What a client-only node's reads of storage fail with. */
+const storageUnavailable = (what: string) =>
+  new StorageError({
+    operation: what,
+    detail: "a client-only node has no storage to read: call it on a runner node (DurableObjectCluster.layer)",
+    outcome: "not-applied"
+  })
 
 /** What a client-only node's live streams fail with. */
 const liveUnavailable = <A>(what: string): Stream.Stream<A, StorageError> =>
@@ -457,6 +467,14 @@ export const makeRouted = (
           ? local.listAlarms(id)
           : Effect.map(admin(id, "list", null), (infos) => fromWireAlarms(codecs, infos)) as never,
       changes: (id) => local !== undefined ? local.changes(id) : liveUnavailable("changes"),
+      // Reads of storage: served by the runner's own runtime (statuses are this runner's); a client-only node
+      // has no storage to read.
+      list: (listOptions) => local !== undefined ? local.list(listOptions) : Effect.fail(storageUnavailable("list")),
+      inspect: (id) => local !== undefined ? local.inspect(id) : Effect.fail(storageUnavailable("inspect")),
+      listFailedAlarms: (listOptions) =>
+        local !== undefined ? local.listFailedAlarms(listOptions) : Effect.fail(storageUnavailable("listFailedAlarms")),
+      // A write: serialized with the object's calls on its owner.
+      retryAlarm: (id, name) => admin(id, "retry", { name }) as never,
       events: (id) =>
         local !== undefined ? local.events(id) : Stream.die(
           new TypeError(
@@ -638,6 +656,8 @@ export const makeRunner = (
           return local.cancelAlarm(id, arg.name)
         case "list":
           return Effect.map(local.listAlarms(id), (infos) => toWireAlarms(codecs, infos))
+        case "retry":
+          return local.retryAlarm(id, arg.name)
       }
       return Effect.die(new TypeError(`durable-object: unknown cluster operation ${op}`))
     }

@@ -4,14 +4,24 @@
  *
  * @internal
  */
-import { Effect } from "effect"
+import { Clock, Effect } from "effect"
 import { AlarmClaimLost, StorageError, VersionConflict } from "../Errors.ts"
 import * as Heap from "./heap.ts"
-import type { AlarmRecord, ClaimedAlarm, StorageService, StoredReply } from "./records.ts"
+import { compareCodePoints, prefixEnd } from "./keyOrder.ts"
+import type {
+  AlarmRecord,
+  ClaimedAlarm,
+  FailedAlarmRecord,
+  StorageService,
+  StoredObjectInfo,
+  StoredReply
+} from "./records.ts"
 
 interface MemoryObject {
   state: string
   version: number
+  readonly createdAt: number
+  updatedAt: number
 }
 
 interface MemoryAlarm extends Heap.HeapItem {
@@ -22,6 +32,7 @@ interface MemoryAlarm extends Heap.HeapItem {
   claimExpiresAt: number | null
   /** Insertion order: the last tie-break, so alarms due at the same time are claimed first in, first out. */
   readonly seq: number
+  readonly createdAt: number
 }
 
 /**
@@ -50,6 +61,13 @@ const readyBefore = (a: MemoryAlarm, b: MemoryAlarm) =>
 
 /** When a claimed alarm becomes claimable again (its lease ran out), as `nextAlarmAt` reports it. */
 const leaseEnd = (alarm: MemoryAlarm) => Math.max(alarm.record.fireAt, alarm.claimExpiresAt ?? 0)
+
+/** An alarm as listings report it: with its claim and creation time. */
+const listed = (alarm: MemoryAlarm): AlarmRecord => ({
+  ...alarm.record,
+  claimExpiresAt: alarm.claim === null ? null : alarm.claimExpiresAt,
+  createdAt: alarm.createdAt
+})
 
 const leasedBefore = (a: MemoryAlarm, b: MemoryAlarm) => leaseEnd(a) < leaseEnd(b)
 
@@ -102,7 +120,12 @@ export const make: Effect.Effect<StorageService> = Effect.sync(() => {
   const typeStore = (objectType: string): TypeStore => {
     let store = types.get(objectType)
     if (store === undefined) {
-      store = { objects: new Map(), alarms: new Map(), ready: Heap.make(readyBefore), leased: Heap.make(leasedBefore) }
+      store = {
+        objects: new Map(),
+        alarms: new Map(),
+        ready: Heap.make(readyBefore),
+        leased: Heap.make(leasedBefore)
+      }
       types.set(objectType, store)
     }
     return store
@@ -147,7 +170,8 @@ export const make: Effect.Effect<StorageService> = Effect.sync(() => {
         return stored === undefined ? undefined : { state: stored.state, version: stored.version }
       }),
     commit: (write) =>
-      Effect.suspend((): Effect.Effect<number, StorageError | VersionConflict | AlarmClaimLost> => {
+      // The committing fiber's clock stamps the rows (a `TestClock` in tests).
+      Effect.withFiber((fiber): Effect.Effect<number, StorageError | VersionConflict | AlarmClaimLost> => {
         const store = typeStore(write.objectType)
         const id = write.objectId
         const stored = store.objects.get(id)
@@ -202,15 +226,22 @@ export const make: Effect.Effect<StorageService> = Effect.sync(() => {
           }
         }
         const version = actual + 1
-        if (stored === undefined) store.objects.set(id, { state: write.state, version })
-        else {
+        const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+        if (stored === undefined) {
+          store.objects.set(id, { state: write.state, version, createdAt: now, updatedAt: now })
+        } else {
           stored.state = write.state
           stored.version = version
+          stored.updatedAt = now
         }
         if (changes !== undefined) {
-          if (fired !== undefined) drop(fired.name)
+          if (fired !== undefined) {
+            drop(fired.name)
+          }
           if (changes.removeAll && forObject !== undefined) {
-            for (const alarm of forObject.values()) unindex(store, alarm)
+            for (const alarm of forObject.values()) {
+              unindex(store, alarm)
+            }
             forObject.clear()
           }
           for (const name of changes.remove) drop(name)
@@ -228,6 +259,7 @@ export const make: Effect.Effect<StorageService> = Effect.sync(() => {
                 claim: null,
                 claimExpiresAt: null,
                 seq: seq++,
+                createdAt: now,
                 heapIndex: -1
               }
               forObject.set(put.name, alarm)
@@ -242,7 +274,48 @@ export const make: Effect.Effect<StorageService> = Effect.sync(() => {
       Effect.sync(() => {
         const forObject = types.get(objectType)?.alarms.get(objectId)
         if (forObject === undefined) return []
-        return Array.from(forObject.values(), (a) => a.record).toSorted(byFireAt)
+        return Array.from(forObject.values(), listed).toSorted(byFireAt)
+      }),
+    // Memory has no index by id: a page filters and sorts the type's objects (fine for tests and small sets).
+    listObjects: (objectType, request) =>
+      Effect.sync(() => {
+        const objects = types.get(objectType)?.objects
+        if (objects === undefined) return []
+        const { after, prefix } = request
+        const end = prefix === undefined ? undefined : prefixEnd(prefix)
+        const page: Array<StoredObjectInfo> = []
+        for (const [objectId, o] of objects) {
+          if (after !== undefined && compareCodePoints(objectId, after) <= 0) continue
+          if (prefix !== undefined && !objectId.startsWith(prefix)) continue
+          if (end !== undefined && compareCodePoints(objectId, end) >= 0) continue
+          page.push({ objectId, version: o.version, createdAt: o.createdAt, updatedAt: o.updatedAt })
+        }
+        return page.toSorted((a, b) => compareCodePoints(a.objectId, b.objectId)).slice(0, request.limit)
+      }),
+    inspectObject: (objectType, objectId) =>
+      Effect.sync(() => {
+        const o = types.get(objectType)?.objects.get(objectId)
+        return o === undefined
+          ? undefined
+          : { state: o.state, version: o.version, createdAt: o.createdAt, updatedAt: o.updatedAt }
+      }),
+    listFailedAlarms: (objectType, request) =>
+      Effect.sync(() => {
+        const alarms = types.get(objectType)?.alarms
+        if (alarms === undefined) return []
+        const after = request.after
+        const failed: Array<FailedAlarmRecord> = []
+        for (const [objectId, forObject] of alarms) {
+          const byId = after === undefined ? 1 : compareCodePoints(objectId, after.objectId)
+          if (byId < 0) continue
+          for (const alarm of forObject.values()) {
+            if (alarm.record.failedAt === null) continue
+            if (byId === 0 && compareCodePoints(alarm.record.name, after!.name) <= 0) continue
+            failed.push({ ...listed(alarm), objectId })
+          }
+        }
+        return failed.toSorted((a, b) => compareCodePoints(a.objectId, b.objectId) || compareCodePoints(a.name, b.name))
+          .slice(0, request.limit)
       }),
     claimDueAlarms: (request) =>
       Effect.sync(() => {
