@@ -588,6 +588,16 @@ const isStateWrite = (write: WriteSet): write is StateWrite => write.state !== n
  */
 const isStateAndReplies = (write: WriteSet): write is StateWrite => write.state !== null && !hasAlarmChanges(write)
 
+/** The replies of the writes whose state applied (`applied`: new versions by object key). */
+const repliesOfApplied = (writes: ReadonlyArray<WriteSet>, applied: ReadonlyMap<string, number>) => {
+  const puts: Array<readonly [WriteSet, ReplyPut]> = []
+  for (const write of writes) {
+    if (write.replies === undefined || !applied.has(objectKey(write.objectType, write.objectId))) continue
+    for (const put of write.replies) puts.push([write, put])
+  }
+  return puts
+}
+
 type MultiRowKind = "write" | "update" | "insert" | "load"
 
 type LoadRequest = { readonly objectType: string; readonly objectId: string }
@@ -1014,16 +1024,6 @@ export const make = (options?: Options): Effect.Effect<
       }
       statementTexts.set(cacheKey, text)
       return text
-    }
-
-    /** The replies of the writes whose state applied (`applied`: new versions by object key). */
-    const repliesOfApplied = (writes: ReadonlyArray<WriteSet>, applied: ReadonlyMap<string, number>) => {
-      const puts: Array<readonly [WriteSet, ReplyPut]> = []
-      for (const write of writes) {
-        if (write.replies === undefined || !applied.has(objectKey(write.objectType, write.objectId))) continue
-        for (const put of write.replies) puts.push([write, put])
-      }
-      return puts
     }
 
     /**

@@ -14,6 +14,9 @@ const alarm = (name: string, fireAt: number, payload = "null"): Storage.AlarmPut
   cron: null
 })
 
+/** A stored reply under `key`. */
+const reply = (key: string) => ({ key, payloadHash: "h", reply: `{"s":"${key}"}`, expiresAt: 10_000 })
+
 /**
  * Registers the conformance tests for `layer`. `layer` must give each test a fresh, empty store (or one whose
  * object types the tests make unique).
@@ -81,7 +84,6 @@ export const storageConformance = (name: string, layer: () => Layer.Layer<Storag
       run((storage, t) =>
         Effect.gen(function*() {
           yield* storage.commit({ objectType: t, objectId: "b", expectedVersion: 0, state: "{\"n\":1}" })
-          const reply = (key: string) => ({ key, payloadHash: "h", reply: `{"s":"${key}"}`, expiresAt: 10_000 })
           // Concurrent commits of different objects: the SQL storages take them as one batch.
           const exits = yield* Effect.all(
             [
