@@ -4,5 +4,6 @@ export default [
   "packages/sql-sqlite-node",
   "packages/core",
   "packages/examples",
-  "packages/bench"
+  "packages/bench",
+  "packages/cli"
 ]
