@@ -28,99 +28,26 @@
  *
  * @since 0.1.0
  */
-import { type DateTime, Duration, Effect, Layer } from "effect"
-import type { StorageError } from "./Errors.ts"
+import { type Context, Duration, Effect, Layer } from "effect"
+import type { AlarmNotFound, InvalidListOptions, StorageError, UnknownHandler } from "./Errors.ts"
+import type { FailedAlarmPage, ListFailedOptions, RetryPolicy } from "./internal/alarmTypes.ts"
+import type { CallError, ObjectRuntime, Runtime } from "./internal/definition.ts"
 import type { SchedulerOptions as Options } from "./internal/records.ts"
 import * as scheduler from "./internal/scheduler.ts"
 import * as Storage from "./Storage.ts"
 
-/**
- * When an alarm fires: after a delay, at an instant (a `DateTime` or epoch milliseconds), or on every
- * occurrence of a cron schedule (`effect/Cron` syntax, optionally in a time zone).
- *
- * @since 0.1.0
- * @category models
- */
-export type When =
-  | { readonly in: Duration.Input }
-  | { readonly at: DateTime.DateTime | number }
-  | { readonly cron: string; readonly timeZone?: string | undefined }
-
-/**
- * A scheduled alarm as listed.
- *
- * @since 0.1.0
- * @category models
- */
-export interface AlarmInfo<Name extends string = string, Payload = unknown> {
-  readonly name: Name
-  readonly fireAt: DateTime.Utc
-  readonly payload: Payload
-  /** Times the alarm has fired without its effect committing. */
-  readonly attempts: number
-  /** The cron expression of a recurring alarm. */
-  readonly cron: string | undefined
-  /** Set when the alarm gave up after its last retry; a failed alarm does not fire again until rescheduled. */
-  readonly failed: { readonly at: DateTime.Utc; readonly error: string } | undefined
-  /**
-   * Set when the stored alarm no longer reads back (a payload its schema no longer decodes, an alarm the
-   * definition no longer declares, a hand-edited schedule): why. `payload` is then the stored JSON. Such an
-   * alarm is marked failed when it fires, without running a handler.
-   */
-  readonly invalid?: string | undefined
-}
-
-/**
- * A handler's view of its object's alarms. Changes are staged with the handler's state changes and commit
- * together with them.
- *
- * @since 0.1.0
- * @category models
- */
-export interface AlarmsAccess<AP> {
-  /** Schedules (or replaces) the alarm `name`. */
-  readonly schedule: <K extends keyof AP & string>(
-    name: K,
-    when: When,
-    ...payload: AP[K] extends { readonly Type: infer T } ? [payload: T] : []
-  ) => Effect.Effect<void>
-  /** Cancels the alarm `name` (nothing happens when it is not scheduled). */
-  readonly cancel: (name: keyof AP & string) => Effect.Effect<void>
-  /** Cancels every alarm of the object. */
-  readonly cancelAll: Effect.Effect<void>
-  /** The object's alarms as this handler would leave them, earliest first. */
-  readonly list: Effect.Effect<ReadonlyArray<AlarmInfo<keyof AP & string>>, StorageError>
-}
-
-/**
- * What an alarm handler learns about the alarm that fired.
- *
- * @since 0.1.0
- * @category models
- */
-export interface FiredAlarm {
-  readonly name: string
-  /** The time the alarm was due. */
-  readonly scheduledAt: DateTime.Utc
-  /** 1 for the first attempt, 2 for the first retry, … */
-  readonly attempt: number
-  /** Whether an earlier attempt failed (or its runtime crashed before committing). */
-  readonly isRetry: boolean
-}
-
-/**
- * Retry policy of an object type's alarms: `maxRetries` retries after the first attempt, waiting
- * `initialDelay × factor^(retry - 1)` (capped at `maxDelay`) before each.
- *
- * @since 0.1.0
- * @category models
- */
-export interface RetryPolicy {
-  readonly maxRetries?: number | undefined
-  readonly initialDelay?: Duration.Input | undefined
-  readonly factor?: number | undefined
-  readonly maxDelay?: Duration.Input | undefined
-}
+export type {
+  AlarmDetails,
+  AlarmInfo,
+  AlarmsAccess,
+  FailedAlarm,
+  FailedAlarmCursor,
+  FailedAlarmPage,
+  FiredAlarm,
+  ListFailedOptions,
+  RetryPolicy,
+  When
+} from "./internal/alarmTypes.ts"
 
 /**
  * The default retry policy, Cloudflare's: 6 retries, from 2 seconds, doubling, at most 1 hour apart.
@@ -182,3 +109,58 @@ export type SchedulerOptions = Options
  */
 export const layer = (options?: SchedulerOptions): Layer.Layer<Scheduler, never, Storage.Storage> =>
   Layer.effect(Scheduler, Effect.flatMap(Storage.Storage, (storage) => scheduler.make(storage, options)))
+
+// ---------------------------------------------------------------------------------------------------------
+// Operating alarms
+// ---------------------------------------------------------------------------------------------------------
+
+/** What the operations below need of a definition (any `DurableObject.Definition` is one). */
+interface WithRuntime<Name extends string, AP> {
+  readonly runtime: Context.Service<Runtime<Name>, ObjectRuntime<any, any, any, AP>>
+}
+
+/**
+ * A page of an object type's failed alarms (those that gave up after their last retry), in (object id, alarm
+ * name) order, each with its last error, attempts and payload. Keyset-paged: pass the page's `next` as
+ * `after`. Each page is one read of a partial index holding only failed alarms, however many alarms are
+ * pending.
+ *
+ * @since 0.1.0
+ * @category operations
+ */
+export const listFailed = <Name extends string, AP>(
+  definition: WithRuntime<Name, AP>,
+  options?: ListFailedOptions | undefined
+): Effect.Effect<FailedAlarmPage<keyof AP & string>, InvalidListOptions | StorageError, Runtime<Name>> =>
+  definition.runtime.use((rt) => rt.listFailedAlarms(options))
+
+/**
+ * Makes a stored alarm fire now: it is scheduled again under its name, due immediately, with its payload and
+ * schedule, its attempts and failure cleared. Meant for failed alarms (after fixing what made them fail); a
+ * pending one simply fires early. Serialized with the object's calls and committed fenced like any commit
+ * before this returns. Fails with `AlarmNotFound` when the object has no such alarm (nothing changes).
+ *
+ * @since 0.1.0
+ * @category operations
+ */
+export const retry = <Name extends string, AP>(
+  definition: WithRuntime<Name, AP>,
+  id: string,
+  name: (keyof AP & string) | (string & {})
+): Effect.Effect<void, CallError | AlarmNotFound, Runtime<Name>> =>
+  definition.runtime.use((rt) => rt.retryAlarm(id, name))
+
+/**
+ * Cancels a stored alarm, failed or not (`DurableObject.cancelAlarm` for operators): also one the
+ * definition no longer declares, which `UnknownHandler` refuses only when it is not stored either.
+ * Serialized with the object's calls and committed like any commit.
+ *
+ * @since 0.1.0
+ * @category operations
+ */
+export const cancel = <Name extends string, AP>(
+  definition: WithRuntime<Name, AP>,
+  id: string,
+  name: (keyof AP & string) | (string & {})
+): Effect.Effect<void, CallError | UnknownHandler, Runtime<Name>> =>
+  definition.runtime.use((rt) => rt.cancelAlarm(id, name as keyof AP & string))

@@ -37,7 +37,9 @@ import type { AlarmInfo, When } from "./Alarms.ts"
 import type {
   DurableObjectError,
   HandlerDefect,
+  InvalidListOptions,
   InvalidObjectId,
+  ObjectNotFound,
   StorageError,
   UnknownHandler,
   ValueTooLarge,
@@ -52,7 +54,10 @@ import {
   type CallOptions,
   type DefinitionSpec,
   type ErrorOf,
+  type Inspection,
+  type ListOptions,
   type ObjectContext,
+  type ObjectPage,
   type ObjectRuntime,
   type Options,
   type PayloadArgs,
@@ -75,8 +80,12 @@ export type {
   CallError,
   CallOptions,
   EncodedOf,
+  Inspection,
+  ListOptions,
   ObjectContext,
+  ObjectPage,
   ObjectRuntime,
+  ObjectSummary,
   Options,
   ResolvedOptions,
   Runtime,
@@ -529,6 +538,53 @@ export const listAlarms = <Name extends string, AP>(
   id: string
 ): Effect.Effect<ReadonlyArray<AlarmInfo<keyof AP & string>>, InvalidObjectId | StorageError, Runtime<Name>> =>
   definition.runtime.use((rt) => rt.listAlarms(id))
+
+// ---------------------------------------------------------------------------------------------------------
+// Listing and inspection
+// ---------------------------------------------------------------------------------------------------------
+
+/**
+ * A page of the *stored* objects of a type, in id order (Unicode code point order on every backend): id,
+ * version, when each was created and last committed, and its status in this runtime. Keyset-paged: pass the
+ * page's `next` as `after` for the next page; `prefix` keeps the ids that start with it. Each page is one
+ * indexed read of about `limit` rows, however many objects are stored. Objects never committed (or deleted)
+ * are not stored, so they are not listed. Fails with `InvalidListOptions` for a bad `limit`, `after` or
+ * `prefix`, having read nothing.
+ *
+ * @since 0.1.0
+ * @category inspection
+ */
+export const list = <Name extends string>(
+  definition: Definition<Name, any, any, any, any, any, any>,
+  options?: ListOptions | undefined
+): Effect.Effect<ObjectPage, InvalidListOptions | StorageError, Runtime<Name>> =>
+  definition.runtime.use((rt) => rt.list(options))
+
+/**
+ * Everything stored about one object: its decoded state (or, when the stored state no longer decodes, the
+ * stored JSON and the `StateDecodeError` saying why), version, times, status in this runtime, and all its
+ * alarms with what the scheduler knows about them (due, claimed, failed with the last error and attempts).
+ * Reads storage only: it neither activates the object nor waits for its calls, so it works on objects that
+ * fail to load, and shows the last *committed* state. Fails with `ObjectNotFound` when the object is not
+ * stored.
+ *
+ * @since 0.1.0
+ * @category inspection
+ */
+export const inspect = <Name extends string, State extends Schema.Top, AP>(
+  definition: Definition<Name, State, any, any, any, any, AP>,
+  id: string
+): Effect.Effect<
+  Inspection<State["Type"], keyof AP & string>,
+  InvalidObjectId | ObjectNotFound | StorageError,
+  Runtime<Name>
+> =>
+  definition.runtime.use((rt) =>
+    rt.inspect(id) as Effect.Effect<
+      Inspection<State["Type"], keyof AP & string>,
+      InvalidObjectId | ObjectNotFound | StorageError
+    >
+  )
 
 /**
  * The call chain a handler runs in (outermost first, as `type/id`), used to turn calls that would deadlock

@@ -372,3 +372,59 @@ export const DurableObjectError = Schema.Union([
  * @category guards
  */
 export const isDurableObjectError: (u: unknown) => u is DurableObjectError = Schema.is(DurableObjectError)
+
+/**
+ * `DurableObject.inspect` named an object that is not stored (never committed, or deleted). Nothing changed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ObjectNotFound extends Schema.TaggedError<ObjectNotFound>()("ObjectNotFound", {
+  objectType: Schema.String,
+  objectId: Schema.String
+}) {
+  override get message(): string {
+    return `${this.objectType}/${this.objectId} is not stored`
+  }
+}
+
+/**
+ * `Alarms.retry` named an alarm the object does not have stored. Nothing changed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AlarmNotFound extends Schema.TaggedError<AlarmNotFound>()("AlarmNotFound", {
+  objectType: Schema.String,
+  objectId: Schema.String,
+  name: Schema.String
+}) {
+  override get message(): string {
+    return `${this.objectType}/${this.objectId} has no alarm "${this.name}"`
+  }
+}
+
+/**
+ * The options of a listing (`DurableObject.list`, `Alarms.listFailed`) were out of range: a `limit` that is not
+ * a whole number from 1 to {@link maxListLimit}, or an `after` or `prefix` that no id could be or start with.
+ * Nothing was read.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidListOptions extends Schema.TaggedError<InvalidListOptions>()("InvalidListOptions", {
+  objectType: Schema.String,
+  issue: Schema.String
+}) {
+  override get message(): string {
+    return `Invalid listing of ${this.objectType}: ${this.issue}`
+  }
+}
+
+/**
+ * The most objects or alarms one page of a listing holds.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const maxListLimit = 1000

@@ -19,6 +19,7 @@ import { Migrator, SqlClient, type SqlError } from "effect/sql"
 import { AlarmClaimLost, StorageError, type StorageOutcome, VersionConflict } from "./Errors.ts"
 import * as Batcher from "./internal/batcher.ts"
 import * as CommitNotifier from "./internal/commitNotifier.ts"
+import { prefixEnd } from "./internal/keyOrder.ts"
 import { defaultLimits } from "./internal/limits.ts"
 import type { SchedulerOptions } from "./internal/records.ts"
 import { span, tracing } from "./internal/span.ts"
@@ -30,12 +31,17 @@ import {
   type AlarmRelease,
   type ClaimedAlarm,
   type ClaimRequest,
+  type FailedAlarmRecord,
   layerWithScheduler,
+  type ListFailedAlarmsRequest,
+  type ListObjectsRequest,
   type ReplyPut,
   type Scheduler,
   Storage,
   type StorageLimits,
   type StoredObject,
+  type StoredObjectDetails,
+  type StoredObjectInfo,
   type StoredReply,
   type WriteSet
 } from "./Storage.ts"
@@ -143,6 +149,8 @@ const repliesIndex = (t: Tables) => `${t.replies.replace(/^.*\./, "")}_expires_i
 /** The name of one of the alarm table's indexes (PostgreSQL creates it in the table's schema). */
 const alarmIndex = (t: Tables, suffix: string) => `${t.alarms.replace(/^.*\./, "")}_${suffix}`
 const indexName = (t: Tables) => alarmIndex(t, "fire_at_idx")
+/** The name of one of the object table's indexes. */
+const objectIndex = (t: Tables, suffix: string) => `${t.objects.replace(/^.*\./, "")}_${suffix}`
 /** An index name as `DROP INDEX` needs it: in the alarm table's schema, when it has one. */
 const qualifiedIndex = (t: Tables, name: string) => {
   const dot = t.alarms.lastIndexOf(".")
@@ -232,6 +240,27 @@ const migrationList: ReadonlyArray<readonly [id: number, name: string, migration
         yield* sql`CREATE INDEX IF NOT EXISTS ${sql(repliesIndex(t))} ON ${sql(t.replies)} (expires_at)`
       }),
     down: (sql, t) => sql`DROP TABLE IF EXISTS ${sql(t.replies)}`
+  }],
+  // Listing for operators (`DurableObject.list`, `Alarms.listFailed`), by id in code point order on every
+  // backend. SQLite's primary key already is in that order (BINARY); PostgreSQL's follows the database's
+  // collation, in which a range of ids by prefix is not a range of the index, so it gets a "C" one. Failed
+  // alarms get a partial index of their own, which holds nothing while no alarm has failed.
+  [4, "durable_object_listing_indexes", {
+    up: (sql, t) =>
+      Effect.gen(function*() {
+        if (isPgDialect(sql)) {
+          yield* sql`CREATE INDEX IF NOT EXISTS ${sql(objectIndex(t, "list_idx"))}
+            ON ${sql(t.objects)} (object_type, object_id COLLATE "C")`
+        }
+        const collate = sql.literal(isPgDialect(sql) ? `COLLATE "C"` : "")
+        yield* sql`CREATE INDEX IF NOT EXISTS ${sql(alarmIndex(t, "failed_idx"))}
+          ON ${sql(t.alarms)} (object_type, object_id ${collate}, name ${collate}) WHERE failed_at IS NOT NULL`
+      }),
+    down: (sql, t) =>
+      Effect.gen(function*() {
+        yield* sql`DROP INDEX IF EXISTS ${sql(qualifiedIndex(t, alarmIndex(t, "failed_idx")))}`
+        yield* sql`DROP INDEX IF EXISTS ${sql(qualifiedIndex(t, objectIndex(t, "list_idx")))}`
+      })
   }]
 ]
 
@@ -353,7 +382,14 @@ export const migrationStatements = (
   })
 
 /** The operations that only read: whatever fails, nothing was written. */
-const readOnly: ReadonlySet<string> = new Set(["load", "listAlarms", "nextAlarmAt"])
+const readOnly: ReadonlySet<string> = new Set([
+  "load",
+  "listAlarms",
+  "nextAlarmAt",
+  "listObjects",
+  "inspectObject",
+  "listFailedAlarms"
+])
 
 /**
  * The failures after which the database certainly did not apply the statement: it refused it and rolled its
@@ -558,10 +594,22 @@ const storedObject = (state: string, versionText: number | string): StoredObject
   return version !== undefined ? { state, version } : {
     state: "",
     version: 0,
-    invalid: `the stored version ${String(versionText)} is not a whole number from 1 to ${maxVersion} ` +
-      "(the row was edited by hand); delete the object, or set its version to a valid one"
+    invalid: invalidVersion(versionText)
   }
 }
+
+/** Why a stored version cannot be used (see `StoredObject.invalid`). */
+const invalidVersion = (versionText: number | string): string =>
+  `the stored version ${String(versionText)} is not a whole number from 1 to ${maxVersion} ` +
+  "(the row was edited by hand); delete the object, or set its version to a valid one"
+
+/** An object row's times, read as text (like versions: a hand edit must not fail the statement). */
+type TimeColumns = { readonly created_at: number | string; readonly updated_at: number | string }
+
+const timesOf = (row: TimeColumns) => ({
+  createdAt: storedNumber(row.created_at),
+  updatedAt: storedNumber(row.updated_at)
+})
 
 /** A stored number read back as text: NaN when it is not one (`Number("")` would say 0). */
 const storedNumber = (text: number | string): number =>
@@ -639,6 +687,7 @@ export const make = (options?: Options): Effect.Effect<
     const replies = sql(t.replies)
     const isPg = isPgDialect(sql)
     const stateColumn = isPg ? sql.literal("state::text") : sql.literal("state")
+    const timeColumns = sql.literal("CAST(created_at AS TEXT) AS created_at, CAST(updated_at AS TEXT) AS updated_at")
     const limits: StorageLimits = {
       maxStateBytes: options?.maxStateBytes ?? defaultLimits.maxStateBytes,
       maxAlarmPayloadBytes: options?.maxAlarmPayloadBytes ?? defaultLimits.maxAlarmPayloadBytes
@@ -1122,9 +1171,9 @@ export const make = (options?: Options): Effect.Effect<
     /** The size and version of an object's row, without reading its state. */
     const probe = (request: LoadRequest) =>
       Effect.map(
-        sql<{ bytes: number | string | null; version: number | string }>`SELECT ${
+        sql<{ bytes: number | string | null; version: number | string } & TimeColumns>`SELECT ${
           sql.literal(bytesOf("state"))
-        } AS bytes, CAST(version AS TEXT) AS version FROM ${objects}
+        } AS bytes, CAST(version AS TEXT) AS version, ${timeColumns} FROM ${objects}
           WHERE object_type = ${request.objectType} AND object_id = ${request.objectId}`,
         (rows) => rows[0]
       )
@@ -1272,17 +1321,112 @@ export const make = (options?: Options): Effect.Effect<
       return problems.length === 0 ? record : { ...record, invalid: problems.join("; ") }
     }
 
+    type ListedAlarmRow = AlarmRow & {
+      readonly claim_owner: string | null
+      readonly claim_expires_at: string | number | null
+      readonly created_at: string | number
+    }
+    /** The alarm columns of listings: those of claims, and who holds the alarm and since when it exists. */
+    const listedAlarmColumns = sql.literal(
+      `${alarmColumnList("a.")}, a.claim_owner, CAST(a.claim_expires_at AS TEXT) AS claim_expires_at, ` +
+        "CAST(a.created_at AS TEXT) AS created_at"
+    )
+    const toListedAlarm = (row: ListedAlarmRow): AlarmRecord => ({
+      ...toAlarm(row),
+      claimExpiresAt: row.claim_owner === null || row.claim_expires_at === null
+        ? null
+        : storedNumber(row.claim_expires_at),
+      createdAt: storedNumber(row.created_at)
+    })
+
     const listAlarms = (
       objectType: string,
       objectId: string
     ): Effect.Effect<ReadonlyArray<AlarmRecord>, StorageError> =>
       // Ordered by the stored columns, not by the text columns of the same names in the result.
-      sql<AlarmRow>`SELECT ${alarmColumnsOf("a.")} FROM ${alarms} AS a
+      sql<ListedAlarmRow>`SELECT ${listedAlarmColumns} FROM ${alarms} AS a
         WHERE a.object_type = ${objectType} AND a.object_id = ${objectId}
         ORDER BY a.fire_at, a.name`.pipe(
-        Effect.map((rows) => rows.map(toAlarm)),
+        Effect.map((rows) => rows.map(toListedAlarm)),
         Effect.mapError(toStorageError("listAlarms"))
       )
+
+    // Ids compared and ordered in code point order: SQLite's default (BINARY), PostgreSQL's "C" collation, which
+    // its listing indexes (migration 4) are built with, so every condition below is a range of an index.
+    const collated = (column: string) => sql.literal(isPg ? `${column} COLLATE "C"` : column)
+    const objectIdKey = collated("object_id")
+
+    const listObjects = (
+      objectType: string,
+      request: ListObjectsRequest
+    ): Effect.Effect<ReadonlyArray<StoredObjectInfo>, StorageError> => {
+      const conditions = [sql`object_type = ${objectType}`]
+      if (request.after !== undefined) conditions.push(sql`${objectIdKey} > ${request.after}`)
+      const prefix = request.prefix
+      if (prefix !== undefined && prefix !== "") {
+        conditions.push(sql`${objectIdKey} >= ${prefix}`)
+        const end = prefixEnd(prefix)
+        if (end !== undefined) conditions.push(sql`${objectIdKey} < ${end}`)
+      }
+      return sql<{ object_id: string; version: string | number } & TimeColumns>`SELECT object_id,
+          CAST(version AS TEXT) AS version, ${timeColumns} FROM ${objects}
+        WHERE ${sql.and(conditions)} ORDER BY ${objectIdKey} LIMIT ${request.limit}`.pipe(
+        Effect.map((rows) =>
+          rows.map((row): StoredObjectInfo => {
+            const version = parseVersion(row.version)
+            const info = { objectId: row.object_id, version: version ?? 0, ...timesOf(row) }
+            return version !== undefined ? info : { ...info, invalid: invalidVersion(row.version) }
+          })
+        ),
+        Effect.mapError(toStorageError("listObjects"))
+      )
+    }
+
+    const inspectObject = (
+      objectType: string,
+      objectId: string
+    ): Effect.Effect<StoredObjectDetails | undefined, StorageError> => {
+      const request = { objectType, objectId }
+      return sql<{ state: string; version: number | string } & TimeColumns>`SELECT ${stateColumn} AS state,
+          CAST(version AS TEXT) AS version, ${timeColumns} FROM ${objects}
+        WHERE object_type = ${objectType} AND object_id = ${objectId}`.pipe(
+        Effect.map((rows) =>
+          rows.length === 0 ? undefined : { ...storedObject(rows[0]!.state, rows[0]!.version), ...timesOf(rows[0]!) }
+        ),
+        // A row too large to read: its times and why, as `load` reports it.
+        Effect.catch((error) =>
+          Effect.flatMap(
+            unreadable(request, error),
+            (stored) =>
+              Effect.map(
+                probe(request),
+                (row) => stored === undefined || row === undefined ? undefined : { ...stored, ...timesOf(row) }
+              )
+          )
+        ),
+        Effect.mapError(toStorageError("inspectObject"))
+      )
+    }
+
+    const alarmIdKey = collated("a.object_id")
+    const alarmNameKey = collated("a.name")
+    const listFailedAlarms = (
+      objectType: string,
+      request: ListFailedAlarmsRequest
+    ): Effect.Effect<ReadonlyArray<FailedAlarmRecord>, StorageError> => {
+      const after = request.after
+      const conditions = [sql`a.object_type = ${objectType}`, sql`a.failed_at IS NOT NULL`]
+      if (after !== undefined) {
+        conditions.push(sql`(${alarmIdKey}, ${alarmNameKey}) > (${after.objectId}, ${after.name})`)
+      }
+      return sql<ListedAlarmRow>`SELECT ${listedAlarmColumns} FROM ${alarms} AS a
+        WHERE ${sql.and(conditions)} ORDER BY ${alarmIdKey}, ${alarmNameKey} LIMIT ${request.limit}`.pipe(
+        Effect.map((rows) =>
+          rows.map((row): FailedAlarmRecord => ({ ...toListedAlarm(row), objectId: row.object_id }))
+        ),
+        Effect.mapError(toStorageError("listFailedAlarms"))
+      )
+    }
 
     const claimDueAlarms = (request: ClaimRequest): Effect.Effect<ReadonlyArray<ClaimedAlarm>, StorageError> => {
       const types = Array.from(new Set(request.objectTypes))
@@ -1452,6 +1596,9 @@ export const make = (options?: Options): Effect.Effect<
     ).pipe(Effect.mapError(toStorageError("load")))
 
     return Storage.of({
+      listObjects,
+      inspectObject,
+      listFailedAlarms,
       loadReply,
       purgeReplies,
       nextReplyExpiry,

@@ -25,12 +25,17 @@ export type {
   AlarmRelease,
   ClaimedAlarm,
   ClaimRequest,
+  FailedAlarmRecord,
+  ListFailedAlarmsRequest,
+  ListObjectsRequest,
   ReplyPut,
   SchedulerOptions,
   SchedulerService,
   StorageLimits,
   StorageService,
   StoredObject,
+  StoredObjectDetails,
+  StoredObjectInfo,
   StoredReply,
   WriteSet
 } from "./internal/records.ts"

@@ -6,6 +6,7 @@
 import { Storage } from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Layer } from "effect"
+import { TestClock } from "effect/testing"
 
 const alarm = (name: string, fireAt: number): Storage.AlarmPut => ({ name, fireAt, payload: "null", cron: null })
 
@@ -181,6 +182,58 @@ export const alarmConformance = (name: string, layer: () => Layer.Layer<Storage.
             alarms: { fired: { name: "x", claim: first!.claim }, removeAll: false, remove: [], put: [] }
           }))
           assert.isTrue(Exit.isFailure(lost))
+        })
+      ))
+
+    it.effect("listAlarms tells who holds an alarm until when, and since when it is scheduled", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          yield* TestClock.setTime(50)
+          yield* seed(storage, t, "a", [alarm("x", 100), alarm("y", 5_000)])
+          yield* claim(storage, [t], 1_000)
+          const listed = yield* storage.listAlarms(t, "a")
+          assert.deepStrictEqual(
+            listed.map((a) => [a.name, a.attempts, a.claimExpiresAt, a.createdAt]),
+            [["x", 1, 1_000 + lease, 50], ["y", 0, null, 50]]
+          )
+        })
+      ))
+
+    it.effect("listFailedAlarms pages a type's failed alarms by (object id, name), with their last error", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          yield* seed(storage, t, "b", [alarm("x", 100), alarm("pending", 100)])
+          yield* seed(storage, t, "a", [alarm("y", 100), alarm("x", 100)])
+          yield* seed(storage, t, "c", [alarm("x", 100), alarm("later", 9_000)])
+          yield* seed(storage, `${t}_other`, "a", [alarm("x", 100)])
+          const claimed = yield* claim(storage, [t, `${t}_other`], 1_000)
+          for (const c of claimed) {
+            if (c.name === "pending") continue
+            // Every claimed alarm fails but b.pending, which waits for a retry with its error.
+            yield* storage.releaseAlarm({
+              objectType: c.objectType,
+              objectId: c.objectId,
+              name: c.name,
+              claim: c.claim,
+              retryAt: null,
+              error: `boom ${c.objectId}.${c.name}`,
+              now: 1_100
+            })
+          }
+          const pending = claimed.find((c) => c.name === "pending")!
+          yield* storage.releaseAlarm({ ...pending, retryAt: 3_000, error: "retry me", now: 1_100 })
+          const page = (request: Storage.ListFailedAlarmsRequest) =>
+            Effect.map(storage.listFailedAlarms(t, request), (rows) => rows.map((a) => `${a.objectId}.${a.name}`))
+          assert.deepStrictEqual(yield* page({ limit: 100 }), ["a.x", "a.y", "b.x", "c.x"])
+          assert.deepStrictEqual(yield* page({ limit: 2 }), ["a.x", "a.y"])
+          assert.deepStrictEqual(yield* page({ limit: 2, after: { objectId: "a", name: "y" } }), ["b.x", "c.x"])
+          assert.deepStrictEqual(yield* page({ limit: 2, after: { objectId: "a", name: "x" } }), ["a.y", "b.x"])
+          assert.deepStrictEqual(yield* page({ limit: 2, after: { objectId: "c", name: "x" } }), [])
+          const [first] = yield* storage.listFailedAlarms(t, { limit: 1 })
+          assert.deepStrictEqual(
+            [first!.objectId, first!.name, first!.attempts, first!.failedAt, first!.lastError, first!.claimExpiresAt],
+            ["a", "x", 1, 1_100, "boom a.x", null]
+          )
         })
       ))
 

@@ -5,6 +5,7 @@
 import { Storage } from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Layer } from "effect"
+import { TestClock } from "effect/testing"
 
 const alarm = (name: string, fireAt: number, payload = "null"): Storage.AlarmPut => ({
   name,
@@ -173,6 +174,57 @@ export const storageConformance = (name: string, layer: () => Layer.Layer<Storag
           yield* storage.commit({ objectType: `${t}x`, objectId: "same", expectedVersion: 0, state: "{\"t\":2}" })
           assert.deepStrictEqual(JSON.parse((yield* storage.load(t, "same"))!.state), { t: 1 })
           assert.deepStrictEqual(JSON.parse((yield* storage.load(`${t}x`, "same"))!.state), { t: 2 })
+        })
+      ))
+
+    it.effect("listObjects pages the stored objects of a type by id, in code point order, without their state", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          // Code point order: "Z" < "a…" < "b" < U+E000 < U+1F600 (UTF-16 order would put U+1F600 first).
+          const ids = ["b", "a/2", "\u{1F600}", "ab", "a", "\uE000", "Z", "a/1"]
+          yield* TestClock.setTime(1_000)
+          for (const id of ids) yield* storage.commit({ objectType: t, objectId: id, expectedVersion: 0, state: "{}" })
+          yield* storage.commit({ objectType: `${t}x`, objectId: "other type", expectedVersion: 0, state: "{}" })
+          yield* TestClock.adjust(500)
+          yield* storage.commit({ objectType: t, objectId: "ab", expectedVersion: 1, state: "{\"n\":1}" })
+          const order = ["Z", "a", "a/1", "a/2", "ab", "b", "\uE000", "\u{1F600}"]
+          const page = (request: Storage.ListObjectsRequest) =>
+            Effect.map(storage.listObjects(t, request), (rows) => rows.map((row) => row.objectId))
+          assert.deepStrictEqual(yield* page({ limit: 100 }), order)
+          assert.deepStrictEqual(yield* page({ limit: 3 }), order.slice(0, 3))
+          assert.deepStrictEqual(yield* page({ limit: 3, after: "a/1" }), order.slice(3, 6))
+          assert.deepStrictEqual(yield* page({ limit: 3, after: "b" }), order.slice(6))
+          assert.deepStrictEqual(yield* page({ limit: 3, after: "\u{1F600}" }), [])
+          assert.deepStrictEqual(yield* page({ limit: 100, prefix: "a" }), ["a", "a/1", "a/2", "ab"])
+          assert.deepStrictEqual(yield* page({ limit: 100, prefix: "a/" }), ["a/1", "a/2"])
+          assert.deepStrictEqual(yield* page({ limit: 1, prefix: "a/", after: "a/1" }), ["a/2"])
+          assert.deepStrictEqual(yield* page({ limit: 100, prefix: "\uE000" }), ["\uE000"])
+          assert.deepStrictEqual(yield* page({ limit: 100, prefix: "c" }), [])
+          const [ab] = yield* storage.listObjects(t, { limit: 1, after: "a/2" })
+          assert.deepStrictEqual(ab, { objectId: "ab", version: 2, createdAt: 1_000, updatedAt: 1_500 })
+          assert.deepStrictEqual(yield* storage.listObjects(`${t}_none`, { limit: 10 }), [])
+        })
+      ))
+
+    it.effect("inspectObject reads an object's state, version and times; a deleted object is not stored", () =>
+      run((storage, t) =>
+        Effect.gen(function*() {
+          assert.isUndefined(yield* storage.inspectObject(t, "a"))
+          yield* TestClock.setTime(2_000)
+          yield* storage.commit({ objectType: t, objectId: "a", expectedVersion: 0, state: "{\"n\":1}" })
+          yield* TestClock.adjust(250)
+          yield* storage.commit({ objectType: t, objectId: "a", expectedVersion: 1, state: "{\"n\":2}" })
+          const stored = yield* storage.inspectObject(t, "a")
+          assert.deepStrictEqual(JSON.parse(stored!.state), { n: 2 })
+          assert.deepStrictEqual({ ...stored, state: undefined }, {
+            state: undefined,
+            version: 2,
+            createdAt: 2_000,
+            updatedAt: 2_250
+          })
+          yield* storage.commit({ objectType: t, objectId: "a", expectedVersion: 2, state: null })
+          assert.isUndefined(yield* storage.inspectObject(t, "a"))
+          assert.deepStrictEqual(yield* storage.listObjects(t, { limit: 10 }), [])
         })
       ))
 

@@ -106,7 +106,7 @@ export const resolveWhen = (
 export const storedProblem = (record: AlarmRecord): string | undefined => record.invalid ?? fireAtProblem(record.fireAt)
 
 /** A stored time as a `DateTime`, clamped into 1970…9999 (a hand-edited one may be anything, even NaN). */
-const storedTime = (millis: number): DateTime.Utc =>
+export const storedTime = (millis: number): DateTime.Utc =>
   DateTime.makeUnsafe(Number.isNaN(millis) ? minFireAt : Math.min(maxFireAt, Math.max(minFireAt, millis)))
 
 /**

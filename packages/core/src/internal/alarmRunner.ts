@@ -204,7 +204,22 @@ export const make = (
     Effect.suspend(() => {
       const idError = checkId(id)
       if (idError !== undefined) return Effect.fail(idError)
-      if (!specs.has(name)) return Effect.fail(unknownAlarm(name))
+      if (!specs.has(name)) {
+        // An alarm the definition no longer declares can still be stored (an operator cancels it); a name that
+        // is neither is a mistake.
+        return Effect.asVoid(calls.exclusive(id, `cancelAlarm:${name}`, Infinity, [], (_, cell) =>
+          Effect.flatMap(own.listAlarms(objectType, id), (stored) => {
+            if (
+              !stored.some((alarm) =>
+                alarm.name === name
+              )
+            ) {
+              return Effect.fail(unknownAlarm(name))
+            }
+            cell.alarms = { removeAll: false, remove: new Set([name]), put: new Map() }
+            return Effect.void
+          })))
+      }
       return Effect.asVoid(calls.exclusive(id, `cancelAlarm:${name}`, Infinity, [], (_, cell) =>
         Effect.sync(() => {
           cell.alarms = { removeAll: false, remove: new Set([name]), put: new Map() }

@@ -90,6 +90,9 @@ export interface OwnStorage {
   readonly listAlarms: StorageService["listAlarms"]
   readonly releaseAlarm: StorageService["releaseAlarm"]
   readonly loadReply: StorageService["loadReply"]
+  readonly listObjects: StorageService["listObjects"]
+  readonly inspectObject: StorageService["inspectObject"]
+  readonly listFailedAlarms: StorageService["listFailedAlarms"]
 }
 
 /** `storage` with its work moved into `own`, the runtime's context. */
@@ -114,7 +117,10 @@ export const ownStorage = (storage: StorageService, own: Context.Context<never>)
     commit: (write) => inOwn(storage.commit(write)),
     listAlarms: (objectType, objectId) => inOwn(storage.listAlarms(objectType, objectId)),
     releaseAlarm: (release) => inOwn(storage.releaseAlarm(release)),
-    loadReply: (objectType, objectId, key, now) => inOwn(storage.loadReply(objectType, objectId, key, now))
+    loadReply: (objectType, objectId, key, now) => inOwn(storage.loadReply(objectType, objectId, key, now)),
+    listObjects: (objectType, request) => inOwn(storage.listObjects(objectType, request)),
+    inspectObject: (objectType, objectId) => inOwn(storage.inspectObject(objectType, objectId)),
+    listFailedAlarms: (objectType, request) => inOwn(storage.listFailedAlarms(objectType, request))
   }
 }
 

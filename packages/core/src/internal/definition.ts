@@ -6,18 +6,31 @@
  *
  * @internal
  */
-import type { Context, Effect, Fiber, Schema, Stream } from "effect"
+import type { Context, DateTime, Effect, Fiber, Schema, Stream } from "effect"
 import { Duration } from "effect"
-import type { AlarmInfo, AlarmsAccess, FiredAlarm, RetryPolicy, When } from "../Alarms.ts"
 import type {
+  AlarmNotFound,
   DurableObjectError,
   HandlerDefect,
+  InvalidListOptions,
   InvalidObjectId,
+  ObjectNotFound,
+  StateDecodeError,
   StorageError,
   UnknownHandler,
   ValueTooLarge,
   VersionConflict
 } from "../Errors.ts"
+import type {
+  AlarmDetails,
+  AlarmInfo,
+  AlarmsAccess,
+  FailedAlarmPage,
+  FiredAlarm,
+  ListFailedOptions,
+  RetryPolicy,
+  When
+} from "./alarmTypes.ts"
 
 /**
  * A handler's view of its object's state. Changes are local to the running handler until it succeeds; then
@@ -271,6 +284,76 @@ export interface ObjectRuntime<P = any, A = any, E = any, AP = any> {
   readonly changes: (id: string) => Stream.Stream<Snapshot<unknown>, InvalidObjectId | StorageError>
   /** The events of an object's committed runs (see `LiveState`). */
   readonly events: (id: string) => Stream.Stream<{ readonly name: string; readonly value: unknown }, InvalidObjectId>
+  /** A page of the type's stored objects, with their status in this runtime (see `DurableObject.list`). */
+  readonly list: (options?: ListOptions | undefined) => Effect.Effect<ObjectPage, InvalidListOptions | StorageError>
+  /** An object's stored state, times and alarms (see `DurableObject.inspect`). */
+  readonly inspect: (
+    id: string
+  ) => Effect.Effect<Inspection<unknown>, InvalidObjectId | ObjectNotFound | StorageError>
+  /** Makes a stored alarm fire now, afresh (see `Alarms.retry`): serialized and fenced like a call. */
+  readonly retryAlarm: (id: string, name: string) => Effect.Effect<void, CallError | AlarmNotFound>
+  /** A page of the type's failed alarms (see `Alarms.listFailed`). */
+  readonly listFailedAlarms: (
+    options?: ListFailedOptions | undefined
+  ) => Effect.Effect<FailedAlarmPage<keyof AP & string>, InvalidListOptions | StorageError>
+}
+
+/**
+ * Options of `DurableObject.list`: the page holds the objects whose id comes after `after` (none: from the
+ * first) and starts with `prefix` (none: any), at most `limit` of them (default 100, at most 1,000). Ids are
+ * in Unicode code point order on every backend.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ListOptions {
+  readonly after?: string | undefined
+  readonly prefix?: string | undefined
+  readonly limit?: number | undefined
+}
+
+/**
+ * A stored object as `DurableObject.list` shows it: id, version, when it was first and last committed, and
+ * where it is in this runtime's lifecycle. `invalid` is set (and `version` is 0) when its stored row cannot be
+ * used (see `StateDecodeError`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ObjectSummary {
+  readonly id: string
+  readonly version: number
+  readonly createdAt: DateTime.Utc
+  readonly updatedAt: DateTime.Utc
+  readonly status: Status
+  readonly invalid?: string | undefined
+}
+
+/**
+ * A page of stored objects in id order; `next` is the `after` of the next page, `undefined` on the last one.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ObjectPage {
+  readonly objects: ReadonlyArray<ObjectSummary>
+  readonly next: string | undefined
+}
+
+/**
+ * Everything stored about one object, for operators (`DurableObject.inspect`). `state` is the decoded state,
+ * or `undefined` when the stored state no longer decodes: then `decodeError` says why and `stateJson` still
+ * shows what is stored (the state schema's encoded form, as JSON text; empty when the row itself is unusable).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Inspection<S, AlarmName extends string = string> extends ObjectSummary {
+  readonly state: S | undefined
+  readonly stateJson: string
+  readonly decodeError: StateDecodeError | undefined
+  /** Its alarms, earliest first, failed and claimed ones included. */
+  readonly alarms: ReadonlyArray<AlarmDetails<AlarmName>>
 }
 
 /**

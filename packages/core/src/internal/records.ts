@@ -60,6 +60,74 @@ export interface AlarmRecord extends AlarmPut {
    * without running its handler.
    */
   readonly invalid?: string | undefined
+  /**
+   * Filled by `listAlarms` and `listFailedAlarms` (not by claims): when the current claim on the alarm ends
+   * (epoch ms), or `null` when nobody holds it. A claim whose end has passed is held by nobody.
+   */
+  readonly claimExpiresAt?: number | null | undefined
+  /** Filled by `listAlarms` and `listFailedAlarms`: when the alarm was last scheduled (epoch ms). */
+  readonly createdAt?: number | undefined
+}
+
+/**
+ * One page of a keyset-paged listing of an object type's stored objects, in id order (Unicode code point
+ * order, the same on every backend): at most `limit` objects whose id is greater than `after` and starts
+ * with `prefix`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ListObjectsRequest {
+  readonly after?: string | undefined
+  readonly prefix?: string | undefined
+  readonly limit: number
+}
+
+/**
+ * A stored object as listed: its id, version and the times it was created and last committed (epoch ms),
+ * without its state. `invalid` as in {@link StoredObject}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoredObjectInfo {
+  readonly objectId: string
+  readonly version: number
+  readonly createdAt: number
+  readonly updatedAt: number
+  readonly invalid?: string | undefined
+}
+
+/**
+ * An object's stored row in full: its state (as {@link StoredObject}) and its times.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoredObjectDetails extends StoredObject {
+  readonly createdAt: number
+  readonly updatedAt: number
+}
+
+/**
+ * One page of an object type's failed alarms, in (object id, name) order: at most `limit` after `after`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ListFailedAlarmsRequest {
+  readonly after?: { readonly objectId: string; readonly name: string } | undefined
+  readonly limit: number
+}
+
+/**
+ * A failed alarm as listed across an object type: the alarm and the object it belongs to.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FailedAlarmRecord extends AlarmRecord {
+  readonly objectId: string
 }
 
 /**
@@ -181,6 +249,27 @@ export interface StorageService {
   readonly load: (objectType: string, objectId: string) => Effect.Effect<StoredObject | undefined, StorageError>
   /** Commits a write set atomically under version fencing (and alarm claim checks); returns the new version. */
   readonly commit: (write: WriteSet) => Effect.Effect<number, StorageError | VersionConflict | AlarmClaimLost>
+  /**
+   * A page of the stored objects of a type (see {@link ListObjectsRequest}), through an index on (type, id):
+   * a page costs about `limit` rows read, however many objects are stored.
+   */
+  readonly listObjects: (
+    objectType: string,
+    request: ListObjectsRequest
+  ) => Effect.Effect<ReadonlyArray<StoredObjectInfo>, StorageError>
+  /** An object's stored row with its times, or `undefined` when it is not stored. */
+  readonly inspectObject: (
+    objectType: string,
+    objectId: string
+  ) => Effect.Effect<StoredObjectDetails | undefined, StorageError>
+  /**
+   * A page of the failed alarms of a type (see {@link ListFailedAlarmsRequest}), through an index holding
+   * only failed alarms: a page costs about `limit` rows read, however many alarms are pending.
+   */
+  readonly listFailedAlarms: (
+    objectType: string,
+    request: ListFailedAlarmsRequest
+  ) => Effect.Effect<ReadonlyArray<FailedAlarmRecord>, StorageError>
   /** The alarms of one object, earliest first (failed ones included). */
   readonly listAlarms: (
     objectType: string,

@@ -20,6 +20,7 @@ import * as Call from "./call.ts"
 import * as Commit from "./commit.ts"
 import { type Cell, type ContextEnv, makeContext as makeObjectContext } from "./context.ts"
 import type { DefinitionSpec, ObjectRuntime } from "./definition.ts"
+import * as Inspect from "./inspect.ts"
 import { Registry } from "./instance.ts"
 import * as Lifecycle from "./lifecycle.ts"
 import * as Live from "./live.ts"
@@ -94,6 +95,7 @@ export const make = (def: DefinitionSpec): Effect.Effect<ObjectRuntime, never, S
     const lifecycle = Lifecycle.make(parts)
     const calls = Call.make({ ...parts, activate: lifecycle.activate })
     const alarms = AlarmRunner.make({ ...parts, calls, scheduler, codecs })
+    const inspector = Inspect.make({ ...parts, calls, codecs })
 
     // Finalizers run in reverse order. Commits run in a scope that closes after the graceful stop, so stopping
     // the runtime lets in-flight commits finish instead of interrupting them.
@@ -142,6 +144,10 @@ export const make = (def: DefinitionSpec): Effect.Effect<ObjectRuntime, never, S
       events: (id) => {
         const idError = checkId(id)
         return idError !== undefined ? Stream.fail(idError) : live.events(id)
-      }
+      },
+      list: inspector.list,
+      inspect: inspector.inspect,
+      retryAlarm: inspector.retryAlarm,
+      listFailedAlarms: inspector.listFailedAlarms
     } as ObjectRuntime
   })
