@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The headless browser the inspector's browser test drives (packages/cli/test/inspector-browser.test.ts).
 #
-#   scripts/chromium.sh ensure   install Debian's chromium when /usr/bin/chromium is missing
-#   scripts/chromium.sh path     print the browser's path (fails when it is missing)
+#   scripts/chromium.sh ensure       install Debian's chromium when /usr/bin/chromium is missing
+#   scripts/chromium.sh path         print the browser's path (fails when it is missing)
+#   scripts/chromium.sh ensure-path  both: install when missing, then print the path
 #
 # Like scripts/postgres.sh: the tests never download a browser of their own; as root the harness installs Debian's
 # package, otherwise it says what to install and fails.
@@ -26,12 +27,16 @@ ensure() {
 
 case "${1:-}" in
   ensure) ensure ;;
+  ensure-path)
+    ensure
+    echo "$bin"
+    ;;
   path)
     [ -x "$bin" ] || { echo "chromium.sh: $bin not found; run scripts/chromium.sh ensure" >&2; exit 1; }
     echo "$bin"
     ;;
   *)
-    echo "usage: scripts/chromium.sh ensure|path" >&2
+    echo "usage: scripts/chromium.sh ensure|path|ensure-path" >&2
     exit 2
     ;;
 esac

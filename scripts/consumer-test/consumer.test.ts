@@ -412,7 +412,7 @@ describe("the packed command line", () => {
     expect(readFileSync(bin, "utf8").startsWith("#!/usr/bin/env node\n")).toBe(true)
     const help = timed("cli --help", () => npx("--help"))
     expect(help.status, output(help)).toBe(0)
-    for (const command of ["init", "migrate", "migrations", "gen"]) {
+    for (const command of ["init", "migrate", "migrations", "gen", "objects", "alarms", "inspect"]) {
       expect(help.stdout, command).toMatch(new RegExp(`^  ${command}\\s`, "m"))
     }
   })

@@ -8,6 +8,7 @@ import { NodeServices } from "@effect/platform-node"
 import { Effect } from "effect"
 import { Command } from "effect/cli"
 import * as Migrate from "./internal/migrate.ts"
+import * as Operate from "./internal/operate.ts"
 import * as Scaffold from "./internal/scaffold.ts"
 
 /**
@@ -22,7 +23,10 @@ export const command = Command.make("durable-object").pipe(
     Scaffold.init,
     Migrate.migrate,
     Migrate.migrations,
-    Scaffold.gen
+    Scaffold.gen,
+    Operate.objects,
+    Operate.alarms,
+    Operate.inspect
   ])
 )
 

@@ -39,7 +39,7 @@ describe("durable-object --help", () => {
   it("lists every command, and exits 0", () => {
     const r = cli(["--help"])
     expect(r.status, show(r)).toBe(0)
-    for (const command of ["init", "migrate", "migrations", "gen"]) {
+    for (const command of ["init", "migrate", "migrations", "gen", "objects", "alarms", "inspect"]) {
       expect(r.stdout, command).toMatch(new RegExp(`^  ${command}\\s`, "m"))
     }
   })

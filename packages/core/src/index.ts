@@ -19,6 +19,13 @@ export * as Alarms from "./Alarms.ts"
 export * as DurableObject from "./DurableObject.ts"
 
 /**
+ * A web inspector for stored objects and alarms, as an HTTP layer to mount, or standalone on a database.
+ *
+ * @since 0.1.0
+ */
+export * as DurableObjectInspector from "./DurableObjectInspector.ts"
+
+/**
  * Test kit: in-memory storage under `TestClock`, reading persisted state, running a handler without a runtime.
  *
  * @since 0.1.0

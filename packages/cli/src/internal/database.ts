@@ -2,14 +2,14 @@
  * `--database <url|file>`: a PostgreSQL URL (`postgres://…`, `postgresql://…`) or a SQLite file, with the table
  * prefix and schema the application's `SqlStorage` uses. `DATABASE_URL` is the fallback.
  */
-import { SqlStorage } from "@durable-object/core"
+import { type Errors, SqlStorage } from "@durable-object/core"
 import { SqliteClient } from "@durable-object/sql-sqlite-node"
 import { PgClient } from "@effect/sql-pg"
 import { Config, Effect, Layer, Option, Redacted } from "effect"
 import { Flag } from "effect/cli"
 import { SqlClient, type SqlError } from "effect/sql"
 import { existsSync } from "node:fs"
-import { CliFailure, describe } from "./failure.ts"
+import { CliFailure } from "./failure.ts"
 
 /** The flags every command on a database takes. */
 export const databaseFlags = {
@@ -76,17 +76,15 @@ export const client = (
  */
 export const requireTables = (
   flags: DatabaseFlags
-): Effect.Effect<SqlStorage.Tables, CliFailure, SqlClient.SqlClient> =>
+): Effect.Effect<SqlStorage.Tables, CliFailure | Errors.StorageError | SqlError.SqlError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    const tables = yield* SqlStorage.tables(storageOptions(flags)).pipe(
-      Effect.mapError((e) => new CliFailure({ message: describe(e) }))
-    )
+    const tables = yield* SqlStorage.tables(storageOptions(flags))
     const sql = yield* SqlClient.SqlClient
     const found = yield* sql.onDialectOrElse({
       pg: () => sql<{ found: number }>`SELECT 1 AS found WHERE to_regclass(${tables.objects}) IS NOT NULL`,
       orElse: () =>
         sql<{ found: number }>`SELECT 1 AS found FROM sqlite_master WHERE type = 'table' AND name = ${tables.objects}`
-    }).pipe(Effect.mapError((e) => new CliFailure({ message: describe(e) })))
+    })
     if (found.length === 0) {
       return yield* new CliFailure({
         message: `${displayName(flags.database)} has no ${tables.objects} table: run \`durable-object migrate\`` +

@@ -17,8 +17,8 @@ export const table = (
 export const time = (millis: number | null | undefined): string =>
   millis === null || millis === undefined ? "-" : new Date(millis).toISOString()
 
-/** A JSON value on one line, cut to `max` characters. */
+/** A value on one line (whitespace runs, newlines included, become one space), cut to `max` characters. */
 export const short = (value: unknown, max = 60): string => {
-  const text = typeof value === "string" ? value : JSON.stringify(value) ?? String(value)
+  const text = (typeof value === "string" ? value : JSON.stringify(value) ?? String(value)).replace(/\s+/g, " ")
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`
 }
