@@ -19,6 +19,14 @@ export * as Alarms from "./Alarms.ts"
 export * as DurableObject from "./DurableObject.ts"
 
 /**
+ * Durable objects over HTTP, derived from their definitions with `effect/http-api`: handler endpoints, admin
+ * endpoints behind a bearer token, OpenAPI and typed clients.
+ *
+ * @since 0.1.0
+ */
+export * as DurableObjectHttpApi from "./DurableObjectHttpApi.ts"
+
+/**
  * A web inspector for stored objects and alarms, as an HTTP layer to mount, or standalone on a database.
  *
  * @since 0.1.0

@@ -5,12 +5,15 @@
  * Environment: `PORT` (default 3000; 0 picks a free one), `DATABASE_URL` (PostgreSQL; default: the SQLite file
  * `DEMO_SQLITE_FILE`, or `packages/examples/data/demo.sqlite`),
  * `RATE_LIMIT_WINDOW` (default "1 minute"), `CART_TTL` (default "30 minutes"), `MAX_BODY_BYTES` (request body
- * limit, default 1 MiB).
+ * limit, default 1 MiB), `DURABLE_OBJECT_ADMIN_TOKEN` (the bearer token of the `/_admin` endpoints; default: a
+ * random one, printed in the banner), `DURABLE_OBJECT_ADMIN_AUTH=off` (no token at all: local use only),
+ * `OTEL_EXPORTER_OTLP_ENDPOINT` (export traces, metrics and logs over OTLP/HTTP, e.g. `http://127.0.0.1:4318`).
  */
 import { FairScheduler } from "@durable-object/core"
 import { NodeRuntime } from "@effect/platform-node"
 import { Config, Console, Duration, Effect, Layer, Logger, Option, Redacted } from "effect"
 import { HttpServer } from "effect/http"
+import { randomBytes } from "node:crypto"
 import { relative } from "node:path"
 import { fileURLToPath } from "node:url"
 import { defaultMaxBodyBytes } from "./http.ts"
@@ -32,7 +35,16 @@ const options: Effect.Effect<ServerOptions, Config.ConfigError> = Effect.gen(fun
   const database: Database = Option.isSome(url) && Redacted.value(url.value) !== ""
     ? { _tag: "PostgreSQL", url: url.value }
     : { _tag: "SQLite", filename: file === "" ? defaultDatabaseFile : file }
-  return { host: "127.0.0.1", port, database, settings: { rateLimitWindow, cartTtl }, maxBodyBytes }
+  // The admin endpoints are never open by accident: without a configured token the demo makes one up.
+  const adminAuth = yield* Config.Literals(["on", "off"], "DURABLE_OBJECT_ADMIN_AUTH").pipe(Config.withDefault("on"))
+  const token = yield* Config.option(Config.Redacted("DURABLE_OBJECT_ADMIN_TOKEN"))
+  const admin: ServerOptions["admin"] = adminAuth === "off"
+    ? { disabled: true }
+    : { token: Option.isSome(token) ? token.value : Redacted.make(randomBytes(18).toString("base64url")) }
+  // The OpenTelemetry SDK's variable, so a collector set up for other services is found the same way.
+  const otlpUrl = yield* Config.String("OTEL_EXPORTER_OTLP_ENDPOINT").pipe(Config.withDefault(""))
+  const otlp = otlpUrl === "" ? undefined : { url: otlpUrl }
+  return { host: "127.0.0.1", port, database, settings: { rateLimitWindow, cartTtl }, maxBodyBytes, admin, otlp }
 })
 
 const describe = (database: Database) =>
@@ -40,7 +52,16 @@ const describe = (database: Database) =>
     ? `SQLite file ${relative(process.cwd(), database.filename) || database.filename}`
     : "PostgreSQL (DATABASE_URL)"
 
-const banner = (url: string, database: Database) =>
+const adminHint = (url: string, admin: ServerOptions["admin"]) =>
+  "disabled" in admin
+    ? [`  curl ${url}/_admin/Counter      (admin endpoints OPEN: DURABLE_OBJECT_ADMIN_AUTH=off)`]
+    : [
+      `  curl -H "Authorization: Bearer ${Redacted.value(admin.token)}" ${url}/_admin/Counter`,
+      "  (admin endpoints: the token is DURABLE_OBJECT_ADMIN_TOKEN, made up at start when unset;",
+      "   DURABLE_OBJECT_ADMIN_AUTH=off turns the check off, for local use only)"
+    ]
+
+const banner = (url: string, database: Database, admin: ServerOptions["admin"]) =>
   [
     "",
     `durable-object demo listening on ${url}`,
@@ -51,22 +72,24 @@ const banner = (url: string, database: Database) =>
     `  curl -X POST ${url}/rate-limiter/alice/check -d '{"limit": 3}'`,
     `  curl -X POST ${url}/cart/alice/add -d '{"sku": "apple", "quantity": 2}'`,
     `  curl -N ${url}/counter/alice/changes      (live state, as Server-Sent Events)`,
+    ...adminHint(url, admin),
     "",
-    `GET ${url}/ lists every handler; GET ${url}/cart/alice shows the cart's expiry alarm.`,
+    `${url}/docs is the API (OpenAPI at ${url}/openapi.json); ${url}/_admin/ShoppingCart/alice shows a cart's alarm.`,
+    `${url}/metrics serves the metrics to Prometheus; OTEL_EXPORTER_OTLP_ENDPOINT exports traces over OTLP.`,
     "Ctrl-C stops the objects gracefully; start again and the state is still there.",
     ""
   ].join("\n")
 
 /** Prints the banner once the server listens, and says goodbye when the layer closes. */
-const announce = (database: Database) =>
+const announce = (database: Database, admin: ServerOptions["admin"]) =>
   Layer.effectDiscard(Effect.gen(function*() {
-    yield* HttpServer.addressFormattedWith((url) => Console.log(banner(url, database)))
+    yield* HttpServer.addressFormattedWith((url) => Console.log(banner(url, database, admin)))
     yield* Effect.addFinalizer(() => Effect.logInfo("Shutting down: stopping the HTTP server, then every object"))
   }))
 
 const serve = Effect.gen(function*() {
   const opts = yield* options
-  return yield* Layer.launch(announce(opts.database).pipe(Layer.provide(serverLayer(opts))))
+  return yield* Layer.launch(announce(opts.database, opts.admin).pipe(Layer.provide(serverLayer(opts))))
 }).pipe(Effect.onInterrupt(() => Effect.logInfo("Stopped. Every object was shut down gracefully.")))
 
 const main = process.argv.slice(2).includes("--smoke") ? smoke : serve

@@ -43,6 +43,16 @@ export const Counter = DurableObject.defineObject({
 // RateLimiter: the original's alarm example
 // -----------------------------------------------------------------------------------------------------------
 
+/** A request over the limit of the current window (HTTP 429). */
+export class RateLimited extends Schema.TaggedError<RateLimited>()("RateLimited", {
+  limit: Schema.Int,
+  windowStart: Schema.DateTimeUtc
+}, { httpApiStatus: 429 }) {
+  override get message(): string {
+    return `More than ${this.limit} requests in this window; try again when it resets`
+  }
+}
+
 /**
  * A fixed-window rate limiter. The first `check` opens a window and schedules the `resetWindow` alarm; the
  * alarm resets the count and opens the next window. (The original opens the window in `after_load` and
@@ -54,10 +64,11 @@ export const RateLimiter = DurableObject.defineObject({
   initialState: () => ({ requests: 0, windowStart: null }),
   services: [DemoSettings],
   handlers: {
-    /** Counts a request against `limit` per window: `"allowed"` or `"rate_limited"`. */
+    /** Counts a request against `limit` per window: `"allowed"`, or fails with `RateLimited`. */
     check: {
       payload: Schema.Struct({ limit: Schema.Int.check(Schema.isGreaterThan(0)) }),
-      success: Schema.Literals(["allowed", "rate_limited"]),
+      success: Schema.Literal("allowed"),
+      error: RateLimited,
       handle: ({ limit }, ctx) =>
         Effect.gen(function*() {
           const state = yield* ctx.state.get
@@ -66,11 +77,12 @@ export const RateLimiter = DurableObject.defineObject({
             yield* ctx.state.set({ requests: 0, windowStart: yield* DateTime.now })
             yield* ctx.alarms.schedule("resetWindow", { in: rateLimitWindow })
           }
-          return yield* ctx.state.modify((s) =>
-            s.requests < limit
-              ? ["allowed" as const, { ...s, requests: s.requests + 1 }]
-              : ["rate_limited" as const, s]
-          )
+          const current = yield* ctx.state.get
+          if (current.requests >= limit) {
+            return yield* new RateLimited({ limit, windowStart: current.windowStart ?? (yield* DateTime.now) })
+          }
+          yield* ctx.state.set({ ...current, requests: current.requests + 1 })
+          return "allowed" as const
         })
     }
   },
@@ -97,19 +109,25 @@ const Quantity = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 99 }))
 const Line = Schema.Struct({ sku: Sku, quantity: Quantity })
 const maxLines = 20
 
-export class EmptyCart extends Schema.TaggedError<EmptyCart>()("EmptyCart", {}) {
+// Each error says which HTTP status it answers with (`DurableObjectHttpApi`; 422 without one).
+
+export class EmptyCart extends Schema.TaggedError<EmptyCart>()("EmptyCart", {}, { httpApiStatus: 409 }) {
   override get message(): string {
     return "The cart is empty: add something before checking out"
   }
 }
 
-export class NotInCart extends Schema.TaggedError<NotInCart>()("NotInCart", { sku: Schema.String }) {
+export class NotInCart extends Schema.TaggedError<NotInCart>()("NotInCart", { sku: Schema.String }, {
+  httpApiStatus: 404
+}) {
   override get message(): string {
     return `The cart holds no ${JSON.stringify(this.sku)}`
   }
 }
 
-export class CartFull extends Schema.TaggedError<CartFull>()("CartFull", { maxLines: Schema.Int }) {
+export class CartFull extends Schema.TaggedError<CartFull>()("CartFull", { maxLines: Schema.Int }, {
+  httpApiStatus: 409
+}) {
   override get message(): string {
     return `A cart holds at most ${this.maxLines} different items`
   }
@@ -117,7 +135,7 @@ export class CartFull extends Schema.TaggedError<CartFull>()("CartFull", { maxLi
 
 export class OrderNumberUnavailable extends Schema.TaggedError<OrderNumberUnavailable>()("OrderNumberUnavailable", {
   reason: Schema.String
-}) {
+}, { httpApiStatus: 503 }) {
   override get message(): string {
     return `No order number could be taken (${this.reason}); the cart is unchanged, try again`
   }

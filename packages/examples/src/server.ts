@@ -3,12 +3,13 @@
  * start), the three object runtimes, and the HTTP server. Closing the layer's scope stops the HTTP server
  * first (see {@link gracefulStop}), then every loaded object gracefully, then the database.
  */
-import { SqlStorage } from "@durable-object/core"
+import { DurableObjectHttpApi, SqlStorage } from "@durable-object/core"
 import { SqliteClient } from "@durable-object/sql-sqlite-node"
 import { NodeFileSystem, NodeHttpServer } from "@effect/platform-node"
 import { PgClient } from "@effect/sql-pg"
 import { Duration, Effect, FileSystem, Layer, Path, type PlatformError, type Redacted } from "effect"
-import { HttpRouter } from "effect/http"
+import { FetchHttpClient, HttpRouter } from "effect/http"
+import { Otlp, type OtlpExporter } from "effect/observability"
 import type { SqlClient, SqlError } from "effect/sql"
 import { createServer, type Server, type ServerResponse } from "node:http"
 import { maxParamLength, routes } from "./http.ts"
@@ -29,6 +30,13 @@ export interface ServerOptions {
   readonly maxBodyBytes?: number | undefined
   /** How long a stop waits for the requests in flight to reply before it cuts their connections (default 1 s). */
   readonly drainTimeout?: Duration.Input | undefined
+  /**
+   * Where to export traces, metrics and logs over OTLP/HTTP (JSON), e.g. `http://127.0.0.1:4318`; none: no
+   * export (the metrics are still served at `/metrics`).
+   */
+  readonly otlp?: { readonly url: string; readonly serviceName?: string | undefined } | undefined
+  /** The bearer token of the `/_admin` endpoints, or `{ disabled: true }` to leave them open (local use only). */
+  readonly admin: { readonly token: Redacted.Redacted } | { readonly disabled: true }
 }
 
 /** The `SqlClient` of the database; for SQLite, the file's directory is created first. */
@@ -43,6 +51,16 @@ const sqlClient = (
       yield* fs.makeDirectory(path.dirname(database.filename), { recursive: true })
       return SqliteClient.layer({ filename: database.filename })
     })).pipe(Layer.provide([NodeFileSystem.layer, Path.layer]))
+
+/**
+ * OTLP export through `effect/observability` (no OpenTelemetry SDK): every span, metric and log of the layers
+ * built on top of it, the runtimes and the HTTP server included. Nothing without a URL.
+ */
+export const telemetry = (otlp: ServerOptions["otlp"]): Layer.Layer<OtlpExporter.Flusher> =>
+  otlp === undefined ? (Layer.empty as Layer.Layer<any>) : Otlp.layerJson({
+    baseUrl: otlp.url,
+    resource: { serviceName: otlp.serviceName ?? "durable-object-demo" }
+  }).pipe(Layer.provide(FetchHttpClient.layer))
 
 /** The object runtimes (the cart calls the counter, so the counter's runtime is shared with it). */
 const Objects = ShoppingCart.layer.pipe(Layer.provideMerge(Layer.mergeAll(Counter.layer, RateLimiter.layer)))
@@ -107,10 +125,12 @@ export const serverLayer = (options: ServerOptions) =>
       ),
       Layer.provideMerge(NodeHttpServer.layer(() => server, { host: options.host, port: options.port })),
       Layer.provideMerge(Objects),
+      Layer.provide(DurableObjectHttpApi.layerAdminAuthorization(options.admin)),
       Layer.provide(Layer.succeed(DemoSettings, options.settings)),
       Layer.provide(SqlStorage.layer(
         options.database._tag === "PostgreSQL" ? { tablePrefix: options.database.tablePrefix } : {}
       )),
-      Layer.provide(sqlClient(options.database))
+      Layer.provide(sqlClient(options.database)),
+      Layer.provide(telemetry(options.otlp))
     )
   }))

@@ -40,6 +40,10 @@ interface Reply {
   readonly body: any
 }
 
+/** The admin endpoints' bearer token for the run. */
+const adminToken = Redacted.make(`smoke-${Math.random().toString(36).slice(2)}-${Date.now()}`)
+const admin = { authorization: `Bearer ${Redacted.value(adminToken)}` }
+
 /** Short timings, so alarms fire within the run. */
 const settings = { rateLimitWindow: Duration.seconds(2), cartTtl: Duration.seconds(1) }
 
@@ -57,7 +61,8 @@ const http = (base: string) =>
     const response = yield* client.execute(
       body === undefined ? request : HttpClientRequest.bodyText(request, body, "application/json")
     )
-    return { status: response.status, body: yield* response.json } satisfies Reply
+    const text = yield* response.text
+    return { status: response.status, body: text === "" ? undefined : JSON.parse(text) } satisfies Reply
   }).pipe(
     Effect.mapError((error) => new SmokeFailed({ check: `${method} ${path}`, detail: error.message }))
   )
@@ -96,28 +101,32 @@ const firstRun = (base: string) =>
   Effect.gen(function*() {
     const call = http(base)
     yield* expect("counter increments", yield* call("POST", "/counter/smoke/increment", `{"amount": 5}`), (r) =>
-      r.status === 200 && r.body.result === 5)
+      r.status === 200 && r.body === 5)
     yield* expect("counter increments again", yield* call("POST", "/counter/smoke/increment", `{"amount": 2}`), (r) =>
-      r.status === 200 && r.body.result === 7)
-    for (const expected of ["allowed", "allowed"]) {
-      yield* expect(`rate limiter says ${expected}`, yield* call("POST", "/rate-limiter/smoke/check", `{"limit": 2}`), (
-        r
-      ) =>
-        r.status === 200 && r.body.result === expected)
+      r.status === 200 && r.body === 7)
+    for (let i = 0; i < 2; i++) {
+      yield* expect("rate limiter allows", yield* call("POST", "/rate-limiter/smoke/check", `{"limit": 2}`), (r) =>
+        r.status === 200 && r.body === "allowed")
     }
     yield* expect("rate limiter limits with 429", yield* call("POST", "/rate-limiter/smoke/check", `{"limit": 2}`), (
       r
     ) =>
-      r.status === 429 && r.body.result === "rate_limited")
+      r.status === 429 && r.body._tag === "RateLimited")
     yield* expect(
       "cart takes an item and schedules its expiry",
       yield* call("POST", "/cart/smoke/add", `{"sku": "apple", "quantity": 2}`),
       (r) =>
-        r.status === 200 && r.body.result.lines.length === 1 && typeof r.body.result.expiresAt === "string"
+        r.status === 200 && r.body.lines.length === 1 && typeof r.body.expiresAt === "string"
     )
     yield* expect(
-      "the expiry alarm is listed",
-      yield* call("GET", "/cart/smoke"),
+      "the admin endpoints refuse a request without the token",
+      yield* call("GET", "/_admin/ShoppingCart/smoke"),
+      (r) =>
+        r.status === 401
+    )
+    yield* expect(
+      "the expiry alarm is listed (admin, with the token)",
+      yield* call("GET", "/_admin/ShoppingCart/smoke", undefined, admin),
       (r) =>
         r.status === 200 && r.body.alarms.some((a: { name: string }) =>
           a.name === "expire"
@@ -126,27 +135,34 @@ const firstRun = (base: string) =>
     yield* expect(
       "a handler-declared error is a 409",
       yield* call("POST", "/cart/smoke-empty/checkout"),
-      (r) => r.status === 409 && r.body.error === "EmptyCart"
+      (r) =>
+        r.status === 409 && r.body._tag === "EmptyCart"
     )
     yield* expect(
       "bad JSON is a 400",
       yield* call("POST", "/counter/smoke/increment", `{"amount": `),
-      (r) => r.status === 400 && r.body.error === "BadRequestBody"
+      (r) =>
+        r.status === 400 && r.body._tag === "InvalidPayload"
     )
     yield* expect(
       "a payload that does not match the schema is a 400",
       yield* call("POST", "/counter/smoke/increment", `{"amount": "five"}`),
-      (r) => r.status === 400 && r.body.error === "InvalidPayload"
+      (r) => r.status === 400 && r.body._tag === "InvalidPayload"
     )
     yield* expect(
       "an unknown handler is a 404",
       yield* call("POST", "/counter/smoke/explode"),
-      (r) => r.status === 404 && r.body.error === "UnknownHandler"
+      (r) => r.status === 404 && r.body._tag === "NotFound"
     )
     yield* expect(
       "no reply leaks a stack trace",
       yield* call("POST", "/cart/smoke/add", `{"sku": "", "quantity": 0}`),
       (r) => r.status === 400 && !JSON.stringify(r.body).includes("    at ")
+    )
+    yield* expect(
+      "the OpenAPI document describes the handlers",
+      yield* call("GET", "/openapi.json"),
+      (r) => r.status === 200 && r.body.paths["/cart/{id}/checkout"]?.post !== undefined
     )
   })
 
@@ -154,30 +170,35 @@ const secondRun = (base: string) =>
   Effect.gen(function*() {
     const call = http(base)
     yield* expect("the counter's state survived the restart", yield* call("POST", "/counter/smoke/get"), (r) =>
-      r.status === 200 && r.body.result === 7)
+      r.status === 200 && r.body === 7)
     yield* eventually(
       "the cart's expiry alarm fired and emptied it",
       call("POST", "/cart/smoke/view"),
       (r) =>
-        r.status === 200 && r.body.result.lines.length === 0 && r.body.result.expirations === 1
+        r.status === 200 && r.body.lines.length === 0 && r.body.expirations === 1
     )
     yield* eventually(
       "the rate limiter's window-reset alarm fired",
       call("POST", "/rate-limiter/smoke/check", `{"limit": 2}`),
       (r) =>
-        r.status === 200 && r.body.result === "allowed"
+        r.status === 200 && r.body === "allowed"
     )
     yield* call("POST", "/cart/smoke/add", `{"sku": "pear", "quantity": 1}`)
     const order = { "Idempotency-Key": "smoke-order-1" }
     yield* expect(
       "checkout takes an order number from the counter",
       yield* call("POST", "/cart/smoke/checkout", undefined, order),
-      (r) => r.status === 200 && r.body.result.orderNumber === 1 && r.body.result.lines[0].sku === "pear"
+      (r) => r.status === 200 && r.body.orderNumber === 1 && r.body.lines[0].sku === "pear"
     )
     yield* expect(
       "a checkout retried with its Idempotency-Key gets the same order, not a second one",
       yield* call("POST", "/cart/smoke/checkout", undefined, order),
-      (r) => r.status === 200 && r.body.result.orderNumber === 1 && r.body.result.lines[0].sku === "pear"
+      (r) => r.status === 200 && r.body.orderNumber === 1 && r.body.lines[0].sku === "pear"
+    )
+    yield* expect(
+      "the stored objects are listed (admin)",
+      yield* call("GET", "/_admin/ShoppingCart", undefined, admin),
+      (r) => r.status === 200 && r.body.objects.some((o: { id: string }) => o.id === "smoke")
     )
   })
 
@@ -207,7 +228,7 @@ const database = Effect.gen(function*() {
 
 export const smoke = Effect.scoped(Effect.gen(function*() {
   const db = yield* database
-  const options: ServerOptions = { host: "127.0.0.1", port: 0, database: db, settings }
+  const options: ServerOptions = { host: "127.0.0.1", port: 0, database: db, settings, admin: { token: adminToken } }
   yield* Console.log(`smoke: ${db._tag === "SQLite" ? `SQLite ${db.filename}` : "PostgreSQL (DATABASE_URL)"}`)
   yield* withServer(options, firstRun)
   yield* withServer(options, secondRun)

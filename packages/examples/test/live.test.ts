@@ -60,7 +60,8 @@ it.live(
         host: "127.0.0.1",
         port: 0,
         database: { _tag: "SQLite", filename: join(dir, "demo.sqlite") },
-        settings: { rateLimitWindow: Duration.minutes(1), cartTtl: Duration.minutes(30) }
+        settings: { rateLimitWindow: Duration.minutes(1), cartTtl: Duration.minutes(30) },
+        admin: { disabled: true }
       }))
       const base = HttpServer.formatAddress(Context.get(context, HttpServer.HttpServer).address)
       const increment = (amount: number) =>
