@@ -1,9 +1,8 @@
 /**
  * The web inspector in a real browser: headless Chromium (Debian's `chromium`, installed by
  * scripts/chromium.sh as the PostgreSQL of the tests is by scripts/postgres.sh) driven with playwright-core
- * through the page at /_inspector of the demo's objects (test/demoInspector.ts: the demo's Counter, RateLimiter and
- * ShoppingCart with the inspector mounted). The demo's database is seeded first with counters, carts and a
- * failed cart-expiry alarm; the test logs in with the token, lists and pages objects, searches, opens a cart and
+ * through the page the demo (`npm run demo`) serves at /_inspector. The demo's database is seeded first with
+ * counters, carts and a failed cart-expiry alarm; the test logs in with the token, lists and pages objects, searches, opens a cart and
  * sees its state and alarms, retries the failed alarm and sees it fire, and leaves screenshots in
  * packages/cli/test-output/.
  */
@@ -21,7 +20,7 @@ import { Counter, DemoSettings, ShoppingCart } from "../../examples/src/objects.
 import { testOutput } from "./run.ts"
 
 const repoRoot = join(import.meta.dirname, "..", "..", "..")
-const demoEntry = join(import.meta.dirname, "demoInspector.ts")
+const demoEntry = join(repoRoot, "packages", "examples", "src", "main.ts")
 const token = "inspector-test-token-0123456789"
 const dir = mkdtempSync(join(tmpdir(), "durable-object-inspector-"))
 const database = join(dir, "demo.sqlite")
