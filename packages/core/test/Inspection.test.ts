@@ -4,7 +4,7 @@
  */
 import { Alarms, DurableObject, SqlStorage, Storage } from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Schema } from "effect"
+import { Effect, Exit, Layer, Schema, Scope } from "effect"
 import { sqlBackends } from "./backends.ts"
 
 class Broken extends Schema.TaggedError<Broken>()("Broken", { why: Schema.String }) {
@@ -230,5 +230,46 @@ for (const backend of backends) {
           assert.strictEqual((yield* DurableObject.inspect(Job, "legacy")).version, 2, "the cancel committed")
         })
       ))
+  })
+}
+
+for (const backend of sqlBackends) {
+  describe(`Operating alarms across two runtimes on ${backend.name}`, () => {
+    it.live("a retry is fenced like any commit: from a stale copy it fails with VersionConflict and changes nothing", () =>
+      Effect.gen(function*() {
+        const db = yield* backend.database
+        const client = Layer.succeedContext(yield* Layer.build(db.client()))
+        const runtime = () =>
+          Job.layer.pipe(
+            Layer.provideMerge(SqlStorage.layer({ ...db.options, alarms: { pollInterval: "50 millis" } })),
+            Layer.provide(client)
+          )
+        const a = yield* Layer.build(runtime())
+        const scopeOfB = yield* Scope.make()
+        const b = yield* Layer.buildWithScope(runtime(), scopeOfB)
+        const onA = <X, E>(effect: Effect.Effect<X, E, DurableObject.Runtime<"InspectedJob">>) =>
+          Effect.provide(effect, a)
+        const onB = <X, E>(effect: Effect.Effect<X, E, DurableObject.Runtime<"InspectedJob">>) =>
+          Effect.provide(effect, b)
+
+        yield* onA(Job.client("f").schedule({ broken: true, inMillis: 10 }))
+        yield* eventually(onA(Effect.map(Alarms.listFailed(Job), (page) => page.alarms.length === 1)))
+        const stale = (yield* onA(DurableObject.inspect(Job, "f"))).version
+        yield* onA(Job.client("f").touch()) // A holds the object at `stale`
+        yield* onB(Job.client("f").repair()) // B commits past it
+
+        const conflict = yield* Effect.flip(onA(Alarms.retry(Job, "f", "work")))
+        assert.strictEqual(conflict._tag, "VersionConflict")
+        const after = yield* onB(DurableObject.inspect(Job, "f"))
+        assert.strictEqual(after.version, stale + 1, "only B's repair was stored")
+        assert.isDefined(after.alarms[0]?.failed, "the alarm is still failed")
+
+        // A reloaded after the conflict: the retry now commits, and the repaired object runs the alarm. (B goes
+        // first: its scheduler could fire the alarm from its copy, now stale, and this alarm has no retries.)
+        yield* Scope.close(scopeOfB, Exit.void)
+        yield* onA(Alarms.retry(Job, "f", "work"))
+        yield* eventually(onA(Effect.map(DurableObject.inspect(Job, "f"), (o) => o.state?.runs === 1)))
+        assert.deepStrictEqual((yield* onA(Alarms.listFailed(Job))).alarms, [])
+      }))
   })
 }
