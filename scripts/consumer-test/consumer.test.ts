@@ -56,6 +56,9 @@ const readmeInstall = (() => {
   return { line, names: line.slice("npm install ".length).trim().split(/\s+/) }
 })()
 
+/** The package with the `durable-object` executable. */
+const cliPackage = "@durable-object/cli"
+
 /** The version package-lock.json installs for a registry package: what the workspace is tested with. */
 const lockedVersion = (name: string): string => {
   const version = readJson(join(repoRoot, "package-lock.json")).packages[`node_modules/${name}`]?.version
@@ -138,6 +141,9 @@ beforeAll(() => {
   const dependencies = Object.fromEntries(
     readmeInstall.names.map((name) => [name, ours.get(name) ?? lockedVersion(name)])
   )
+  // The command line is a development tool: installed beside the library, as its README says.
+  const cli = ours.get(cliPackage)
+  if (cli === undefined) throw new Error(`${cliPackage} was not packed`)
   writeFileSync(
     join(project, "package.json"),
     JSON.stringify(
@@ -146,7 +152,11 @@ beforeAll(() => {
         private: true,
         type: "module",
         dependencies,
-        devDependencies: { typescript: lockedVersion("typescript"), "@types/node": lockedVersion("@types/node") }
+        devDependencies: {
+          typescript: lockedVersion("typescript"),
+          "@types/node": lockedVersion("@types/node"),
+          [cliPackage]: cli
+        }
       },
       null,
       2
@@ -281,6 +291,12 @@ describe("the packed packages", () => {
     for (const pkg of packed) {
       const readme = readFileSync(join(project, "node_modules", ...pkg.name.split("/"), "README.md"), "utf8")
       expect(readme, pkg.name).toContain("npm install ")
+      if (pkg.name === cliPackage) {
+        // The command line's README shows commands, not a TypeScript example.
+        expect(readme).toContain(`npm install --save-dev ${cliPackage}`)
+        expect(readme).toContain("npx durable-object --help")
+        continue
+      }
       expect(examples[pkg.name], `an example for ${pkg.name}`).toBeDefined()
       expect(firstTsBlock(readme), pkg.name).toBe(examples[pkg.name]!.trimEnd())
     }
@@ -374,5 +390,63 @@ describe("a consumer project", () => {
       // "./*" maps to dist/*.js: a path into src/ names no built module.
       source: "ERR_MODULE_NOT_FOUND"
     })
+  })
+})
+
+/** `npx durable-object …` in the consumer project, on the Node the tests run on (the CLI needs node:sqlite). */
+const npx = (...args: ReadonlyArray<string>) => {
+  const env = consumerEnv()
+  env.PATH = [dirname(process.execPath), env.PATH].join(delimiter)
+  return spawnSync("npx", ["--no-install", "durable-object", ...args], {
+    cwd: project,
+    env,
+    encoding: "utf8",
+    timeout: 120_000
+  }) as SpawnSyncReturns<string>
+}
+
+describe("the packed command line", () => {
+  it("installs as the durable-object executable, and npx durable-object --help lists its commands", () => {
+    const bin = join(project, "node_modules", ".bin", "durable-object")
+    expect(existsSync(bin), bin).toBe(true)
+    expect(readFileSync(bin, "utf8").startsWith("#!/usr/bin/env node\n")).toBe(true)
+    const help = timed("cli --help", () => npx("--help"))
+    expect(help.status, output(help)).toBe(0)
+    for (const command of ["init", "migrate", "migrations", "gen", "objects", "alarms", "inspect"]) {
+      expect(help.stdout, command).toMatch(new RegExp(`^  ${command}\\s`, "m"))
+    }
+  })
+
+  it("migrates a SQLite file and prints the DDL", () => {
+    const migrate = npx("migrate", "--database", join(project, "cli.sqlite"))
+    expect(migrate.status, output(migrate)).toBe(0)
+    expect(migrate.stdout).toMatch(/applied migrations 1, 2, 3/)
+    const ddl = npx("migrations", "sql", "--dialect", "pg")
+    expect(ddl.status, output(ddl)).toBe(0)
+    expect(ddl.stdout).toContain(`CREATE TABLE IF NOT EXISTS "durable_objects"`)
+  })
+
+  it("init writes a storage layer and an object that compile against the installed packages", () => {
+    const init = npx("init", "--skip-install", "--dir", "src/objects")
+    expect(init.status, output(init)).toBe(0)
+    expect(init.stdout).toMatch(/create +src\/objects\/storage\.ts/)
+    writeFileSync(
+      join(project, "tsconfig.init.json"),
+      JSON.stringify({
+        compilerOptions: {
+          strict: true,
+          target: "ES2022",
+          lib: ["ES2024"],
+          types: ["node"],
+          skipLibCheck: true,
+          module: "nodenext",
+          moduleResolution: "nodenext",
+          noEmit: true
+        },
+        files: ["src/objects/storage.ts", "src/objects/Counter.ts"]
+      })
+    )
+    const result = run(project, process.execPath, [tsc(), "-p", "tsconfig.init.json"])
+    expect(result.status, output(result)).toBe(0)
   })
 })

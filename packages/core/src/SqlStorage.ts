@@ -23,6 +23,7 @@ import { prefixEnd } from "./internal/keyOrder.ts"
 import { defaultLimits } from "./internal/limits.ts"
 import type { SchedulerOptions } from "./internal/records.ts"
 import { span, tracing } from "./internal/span.ts"
+import * as SqlText from "./internal/sqlText.ts"
 import {
   type AlarmChanges,
   type AlarmPut,
@@ -331,6 +332,53 @@ export const migrateDown = (options?: Options & { readonly to?: number | undefin
       }
       return reverted
     }))
+  })
+
+/**
+ * One migration as SQL text (see {@link migrationStatements}).
+ *
+ * @since 0.1.0
+ * @category migrations
+ */
+export interface MigrationStatements {
+  readonly id: number
+  readonly name: string
+  /** The statements, in the order the migration runs them, without trailing semicolons. */
+  readonly statements: ReadonlyArray<string>
+}
+
+/** A statement as written in a migration, re-indented: its first line flush, the others by two spaces. */
+const dedent = (statement: string) =>
+  statement.trim().split("\n").map((line, i) => (i === 0 || line.trim() === ")" ? "" : "  ") + line.trim()).join("\n")
+
+/**
+ * The library's DDL as text, for teams that apply migrations with their own tool: what {@link migrate}
+ * (`direction: "up"`, the default, oldest first) or {@link migrateDown} (`"down"`, newest first) runs, compiled
+ * for the dialect from the migrations themselves, without a database. Every statement is idempotent
+ * (`IF NOT EXISTS` / `IF EXISTS`). Tables applied this way are not recorded in the migrations table, so build the
+ * storage with `migrate: false`, or let it run `migrate` once, which then applies nothing new. Fails with
+ * `StorageError` for an invalid `tablePrefix` or `schema`.
+ *
+ * @since 0.1.0
+ * @category migrations
+ */
+export const migrationStatements = (
+  options: Options & {
+    readonly dialect: SqlText.Dialect
+    readonly direction?: "up" | "down" | undefined
+  }
+): Effect.Effect<ReadonlyArray<MigrationStatements>, StorageError> =>
+  Effect.gen(function*() {
+    const t = yield* tables(options)
+    const down = options.direction === "down"
+    const ordered = down ? migrationList.toReversed() : migrationList
+    const out: Array<MigrationStatements> = []
+    for (const [id, name, migration] of ordered) {
+      const statements = yield* SqlText.record(options.dialect, (sql) => (down ? migration.down : migration.up)(sql, t))
+        .pipe(Effect.orDie)
+      out.push({ id, name, statements: statements.map(dedent) })
+    }
+    return out
   })
 
 /** The operations that only read: whatever fails, nothing was written. */

@@ -34,6 +34,13 @@ export * as DurableObjectCluster from "./DurableObjectCluster.ts"
 export * as DurableObjectHttpApi from "./DurableObjectHttpApi.ts"
 
 /**
+ * A web inspector for stored objects and alarms, as an HTTP layer to mount, or standalone on a database.
+ *
+ * @since 0.1.0
+ */
+export * as DurableObjectInspector from "./DurableObjectInspector.ts"
+
+/**
  * Test kit: in-memory storage under `TestClock`, reading persisted state, running a handler without a runtime.
  *
  * @since 0.1.0

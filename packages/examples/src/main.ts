@@ -77,6 +77,9 @@ const banner = (url: string, database: Database, admin: ServerOptions["admin"]) 
     "",
     `${url}/docs is the API (OpenAPI at ${url}/openapi.json); ${url}/_admin/ShoppingCart/alice shows a cart's alarm.`,
     `${url}/metrics serves the metrics to Prometheus; OTEL_EXPORTER_OTLP_ENDPOINT exports traces over OTLP.`,
+    `${url}/_inspector${
+      "disabled" in admin ? "" : `#token=${encodeURIComponent(Redacted.value(admin.token))}`
+    } is the web inspector: objects, states, alarms, retries, rates.`,
     "Ctrl-C stops the objects gracefully; start again and the state is still there.",
     ""
   ].join("\n")

@@ -1,9 +1,9 @@
 /**
  * The demo server as one `Layer`: a database (`SqlClient`), durable-object storage over it (migrated at
- * start), the three object runtimes, and the HTTP server. Closing the layer's scope stops the HTTP server
+ * start), the three object runtimes, and the HTTP server (the API, and the web inspector at `/_inspector`). Closing the layer's scope stops the HTTP server
  * first (see {@link gracefulStop}), then every loaded object gracefully, then the database.
  */
-import { DurableObjectHttpApi, SqlStorage } from "@durable-object/core"
+import { DurableObjectHttpApi, DurableObjectInspector, SqlStorage } from "@durable-object/core"
 import { SqliteClient } from "@durable-object/sql-sqlite-node"
 import { NodeFileSystem, NodeHttpServer } from "@effect/platform-node"
 import { PgClient } from "@effect/sql-pg"
@@ -110,6 +110,10 @@ export const gracefulStop = (server: Server, drainTimeout: Duration.Input) =>
     )
   }))
 
+/** The web inspector at `/_inspector`, behind the admin endpoints' token (docs/inspector.md). */
+const inspector = (admin: ServerOptions["admin"]) =>
+  DurableObjectInspector.layer({ path: "/_inspector", objects: [Counter, RateLimiter, ShoppingCart], auth: admin })
+
 /**
  * The whole server. It also outputs the `HttpServer` (to read the address it bound) and the object runtimes.
  */
@@ -118,7 +122,7 @@ export const serverLayer = (options: ServerOptions) =>
     const server = createServer()
     return gracefulStop(server, options.drainTimeout ?? Duration.seconds(1)).pipe(
       Layer.provideMerge(
-        HttpRouter.serve(routes({ maxBodyBytes: options.maxBodyBytes }), {
+        HttpRouter.serve(Layer.mergeAll(routes({ maxBodyBytes: options.maxBodyBytes }), inspector(options.admin)), {
           disableListenLog: true,
           routerConfig: { maxParamLength }
         })
