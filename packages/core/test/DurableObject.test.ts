@@ -1,4 +1,12 @@
-import { Alarms, DurableObject, DurableObjectTest, Errors, Storage, Telemetry } from "@durable-object/core"
+import {
+  Alarms,
+  DurableObject,
+  DurableObjectTest,
+  Errors,
+  FairScheduler,
+  Storage,
+  Telemetry
+} from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Layer, Metric, References, Schema, Scope } from "effect"
 import { TestClock } from "effect/testing"
@@ -782,6 +790,33 @@ describe("DurableObject", () => {
         )
         assert.deepStrictEqual(journal.entries, ["load:bye", "shutdown:bye"])
       }))
+
+    it.effect("1,000 callers writing one object on in-memory storage each get their own reply, in order", () =>
+      Effect.gen(function*() {
+        // Commits to memory settle at once, and their waiting callers are resumed as scheduler tasks of their
+        // own (not inline, where one chain ran every caller's next call): every caller still gets its reply.
+        const callers = 1000
+        const callsEach = 5
+        const counter = Counter.client("crowded")
+        const replies = yield* Effect.forEach(
+          Array.from({ length: callers }, (_, i) => i),
+          () =>
+            Effect.forEach(Array.from({ length: callsEach }), () => counter.increment({ amount: 1 }), {
+              concurrency: 1
+            }),
+          { concurrency: "unbounded" }
+        )
+        // Each caller's own replies grow; together they are every count from 1 to the total, once.
+        for (const own of replies) for (let k = 1; k < own.length; k++) assert.isAbove(own[k]!, own[k - 1]!)
+        const all = replies.flat().toSorted((a, b) => a - b)
+        assert.deepStrictEqual(all, Array.from({ length: callers * callsEach }, (_, i) => i + 1))
+        assert.strictEqual(
+          yield* DurableObjectTest.persistedState(Counter, "crowded").pipe(
+            Effect.map((state) => state?.count)
+          ),
+          callers * callsEach
+        )
+      }).pipe(Effect.provide(CounterTest()), Effect.provide(FairScheduler.layer())))
 
     it.effect("closing a runtime with many loaded objects stops them all and lets other fibers run meanwhile", () =>
       Effect.gen(function*() {
