@@ -75,7 +75,11 @@ export const run = (config: Config): Effect.Effect<ReadonlyArray<Row>, unknown> 
         value: rate,
         unit: "objects/s",
         eventLoop: activated.eventLoop,
-        targets: [{ label: "≥ 20k/s", pass: rate >= 20_000 }],
+        targets: [
+          { label: "≥ 30k/s", pass: rate >= 30_000 },
+          // The closing is timed apart from the activation, so its loop delay is a target of its own.
+          { label: "loop max < 50 ms while closing", pass: stopped.eventLoop.maxMs < 50 }
+        ],
         note: `activated in ${activated.seconds.toFixed(2)} s; the ${count(ids.length)} rows were written through ` +
           `Storage.commit in ${written.seconds.toFixed(2)} s (${
             Math.round(ids.length / written.seconds)

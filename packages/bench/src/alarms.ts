@@ -82,7 +82,10 @@ export const drain = (
       value: n / seconds,
       unit: "alarms/s",
       eventLoop,
-      targets: [{ label: "≥ 20k/s (100k in < 5 s)", pass: n / seconds >= 20_000 }],
+      // Issue #17: 100k in < 3 s in memory, < 5 s on SQL storage.
+      targets: backend === "memory"
+        ? [{ label: "≥ 33.3k/s (100k in < 3 s)", pass: n / seconds >= 100_000 / 3 }]
+        : [{ label: "≥ 20k/s (100k in < 5 s)", pass: n / seconds >= 20_000 }],
       note: `all handlers ran after ${firedSeconds.toFixed(2)} s, storage empty after ${seconds.toFixed(2)} s; ` +
         `process CPU ${cpuSeconds.toFixed(2)} s (${((cpuSeconds * 1e6) / n).toFixed(0)} µs per alarm)`,
       details: { alarms: n, seconds, firedSeconds, cpuSeconds }

@@ -73,7 +73,8 @@ export const run = (config: Config): Effect.Effect<ReadonlyArray<Row>, unknown> 
         ratios: [ratioTo(result.throughput, autocommit, "autocommit"), ratioTo(result.throughput, batched, "limit")],
         targets: [
           { label: "≥ 100k/s", pass: result.throughput >= 100_000 },
-          { label: "≥ 10× autocommit", pass: result.throughput >= 10 * autocommit.value }
+          { label: "≥ 10× autocommit", pass: result.throughput >= 10 * autocommit.value },
+          { label: "≥ 0.4× limit", pass: result.throughput >= 0.4 * batched.value }
         ]
       }
     )

@@ -33,7 +33,7 @@ export const durableCalls = <E>(
     return yield* closedLoop({
       concurrency: options.concurrency,
       warmupMs: config.warmupMs,
-      durationMs: options.concurrency === 1 ? config.lowLoadMs : config.durationMs,
+      durationMs: options.concurrency <= 10 ? config.lowLoadMs : config.durationMs,
       call: () => Counter.client(pick(ids)).increment()
     }).pipe(Effect.provideContext(context))
   }))

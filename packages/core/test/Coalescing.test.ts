@@ -90,8 +90,11 @@ const write = (objectType: string, id: string, expectedVersion: number, n: numbe
   state: JSON.stringify({ n })
 })
 
+// One commit queue: these tests hold a write and expect the others to queue behind it.
 const storage = (db: TestDatabase) =>
-  Layer.effect(Storage.Storage, SqlStorage.make(db.options)).pipe(Layer.provide(db.client()))
+  Layer.effect(Storage.Storage, SqlStorage.make({ ...db.options, commitConcurrency: 1 })).pipe(
+    Layer.provide(db.client())
+  )
 
 const withStorage = <A, E>(backend: Backend, f: Effect.Effect<A, E, Storage.Storage>) =>
   Effect.flatMap(backend.database, (db) => Effect.provide(f, storage(db)))
@@ -179,12 +182,54 @@ for (const backend of sqlBackends) {
           }
         }).pipe(
           Effect.provide(
-            Layer.effect(Storage.Storage, SqlStorage.make({ ...db.options, maxBatch: 1000 })).pipe(
-              Layer.provide(db.client())
-            )
+            Layer.effect(Storage.Storage, SqlStorage.make({ ...db.options, maxBatch: 1000, commitConcurrency: 1 }))
+              .pipe(
+                Layer.provide(db.client())
+              )
           )
         )
       }))
+
+    if (backend.name === "PostgreSQL") {
+      it.live("with several commit queues, a batch in flight does not hold other objects' commits", () =>
+        Effect.gen(function*() {
+          const db = yield* backend.database
+          yield* Effect.gen(function*() {
+            const store = yield* Storage.Storage
+            const type = `C${Math.random().toString(36).slice(2, 8)}`
+            const steered = yield* steer({ hold: ["lead"] })
+            const lead = yield* Effect.forkChild(store.commit(write(type, "lead", 0, 0)).pipe(steered.provide))
+            yield* steered.held("lead")
+            // Objects hash to 4 queues: some of these 20 share none with "lead", and commit while it is held.
+            const first = yield* Deferred.make<void>()
+            const others = yield* Effect.forkChild(
+              Effect.forEach(
+                Array.from({ length: 20 }, (_, i) => `o${i}`),
+                (id) => Effect.tap(store.commit(write(type, id, 0, 1)), () => Deferred.succeed(first, undefined)),
+                { concurrency: "unbounded" }
+              ).pipe(steered.provide)
+            )
+            yield* Deferred.await(first).pipe(Effect.timeout("20 seconds"))
+            assert.isUndefined(lead.pollUnsafe(), "the held commit is still in flight")
+            yield* steered.release("lead")
+            assert.strictEqual(yield* Fiber.join(lead), 1)
+            assert.deepStrictEqual(yield* Fiber.join(others), Array.from({ length: 20 }, () => 1))
+            // An object's commits stay in order in its queue.
+            const versions = yield* Effect.forEach(
+              [1, 2, 3, 4, 5],
+              (v) => store.commit(write(type, "lead", v, 10 + v)),
+              { concurrency: 1 }
+            )
+            assert.deepStrictEqual(versions, [2, 3, 4, 5, 6])
+          }).pipe(
+            Effect.provide(
+              Layer.effect(Storage.Storage, SqlStorage.make({ ...db.options, commitConcurrency: 4 })).pipe(
+                Layer.provide(db.client())
+              )
+            )
+          )
+        }))
+    }
 
     it.live("a version conflict inside a batch fails that write alone; the others commit", () =>
       withStorage(
@@ -297,7 +342,7 @@ for (const backend of sqlBackends) {
         }).pipe(
           Effect.provide(
             Counter.layer.pipe(
-              Layer.provideMerge(SqlStorage.layer(db.options)),
+              Layer.provideMerge(SqlStorage.layer({ ...db.options, commitConcurrency: 1 })),
               Layer.provide(db.client()),
               Layer.provide(spy.layer),
               Layer.provide(Layer.succeed(Journal, { entries: [] }))
@@ -348,9 +393,10 @@ for (const backend of sqlBackends) {
           })
         }).pipe(
           Effect.provide(
-            Layer.effect(Storage.Storage, SqlStorage.make({ ...db.options, maxBatch: 1000 })).pipe(
-              Layer.provide(db.client())
-            )
+            Layer.effect(Storage.Storage, SqlStorage.make({ ...db.options, maxBatch: 1000, commitConcurrency: 1 }))
+              .pipe(
+                Layer.provide(db.client())
+              )
           )
         )
       }))

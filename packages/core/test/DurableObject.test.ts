@@ -1,4 +1,12 @@
-import { Alarms, DurableObject, DurableObjectTest, Errors, Storage, Telemetry } from "@durable-object/core"
+import {
+  Alarms,
+  DurableObject,
+  DurableObjectTest,
+  Errors,
+  FairScheduler,
+  Storage,
+  Telemetry
+} from "@durable-object/core"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Layer, Metric, References, Schema, Scope } from "effect"
 import { TestClock } from "effect/testing"
@@ -683,6 +691,47 @@ describe("DurableObject", () => {
         assert.deepStrictEqual(yield* entries, ["load:s", "shutdown:s", "load:s"])
       }).pipe(Effect.provide(CounterTest())))
 
+    it.effect("thousands of objects idle at once all shut down beside busy callers, and come back on their next call", () =>
+      Effect.gen(function*() {
+        const Idler = DurableObject.defineObject({
+          name: "Idler",
+          state: Schema.Struct({}),
+          initialState: () => ({}),
+          handlers: { hello: { success: Schema.String, handle: () => Effect.succeed("hi") } },
+          options: { hibernateAfter: "1 second", shutdownAfter: "1 second" }
+        })
+        const n = 5_000
+        yield* Effect.gen(function*() {
+          yield* Effect.forEach(Array.from({ length: n }, (_, i) => `i${i}`), (id) => Idler.client(id).hello(), {
+            discard: true
+          })
+          assert.strictEqual((yield* DurableObject.loadedIds(Idler)).length, n)
+          // Callers that never suspend (calls on an active object finish synchronously) keep every turn busy.
+          let stop = false
+          const busy = yield* Effect.forkChild(Effect.all(
+            Array.from({ length: 20 }, (_, k) =>
+              Effect.whileLoop({
+                while: () => !stop,
+                body: () => Idler.client(`busy${k}`).hello(),
+                step: () => undefined
+              })),
+            { concurrency: "unbounded", discard: true }
+          ))
+          yield* TestClock.adjust("2 seconds")
+          const idleLeft = Effect.map(DurableObject.loadedIds(Idler), (ids) => ids.filter((id) => id.startsWith("i")))
+          let left = yield* idleLeft
+          for (let turn = 0; turn < 1_000 && left.length > 0; turn++) {
+            yield* Effect.yieldNow
+            left = yield* idleLeft
+          }
+          stop = true
+          yield* Fiber.join(busy)
+          assert.deepStrictEqual(left, [])
+          assert.strictEqual(yield* DurableObject.status(Idler, "i0"), "stopped")
+          assert.strictEqual(yield* Idler.client("i0").hello(), "hi")
+        }).pipe(Effect.provide(Idler.layer.pipe(Layer.provide(Storage.layerMemory))))
+      }))
+
     it.effect("activity resets the idle timers", () =>
       Effect.gen(function*() {
         const c = Counter.client("busy")
@@ -740,6 +789,62 @@ describe("DurableObject", () => {
           Effect.provide(Counter.layer.pipe(Layer.provide(storage), Layer.provide(Layer.succeed(Journal, journal))))
         )
         assert.deepStrictEqual(journal.entries, ["load:bye", "shutdown:bye"])
+      }))
+
+    it.effect("1,000 callers writing one object on in-memory storage each get their own reply, in order", () =>
+      Effect.gen(function*() {
+        // Commits to memory settle at once, and their waiting callers are resumed as scheduler tasks of their
+        // own (not inline, where one chain ran every caller's next call): every caller still gets its reply.
+        const callers = 1000
+        const callsEach = 5
+        const counter = Counter.client("crowded")
+        const replies = yield* Effect.forEach(
+          Array.from({ length: callers }, (_, i) => i),
+          () =>
+            Effect.forEach(Array.from({ length: callsEach }), () => counter.increment({ amount: 1 }), {
+              concurrency: 1
+            }),
+          { concurrency: "unbounded" }
+        )
+        // Each caller's own replies grow; together they are every count from 1 to the total, once.
+        for (const own of replies) for (let k = 1; k < own.length; k++) assert.isAbove(own[k]!, own[k - 1]!)
+        const all = replies.flat().toSorted((a, b) => a - b)
+        assert.deepStrictEqual(all, Array.from({ length: callers * callsEach }, (_, i) => i + 1))
+        assert.strictEqual(
+          yield* DurableObjectTest.persistedState(Counter, "crowded").pipe(
+            Effect.map((state) => state?.count)
+          ),
+          callers * callsEach
+        )
+      }).pipe(Effect.provide(CounterTest()), Effect.provide(FairScheduler.layer())))
+
+    it.effect("closing a runtime with many loaded objects stops them all and lets other fibers run meanwhile", () =>
+      Effect.gen(function*() {
+        // No onShutdown: each stop completes synchronously, so only the graceful stop's own yields let the
+        // rest of the program (here, a watcher fiber) run while thousands of objects stop.
+        const n = 5_000
+        const scope = yield* Scope.make()
+        const context = yield* Layer.buildWithScope(
+          PingA.layer.pipe(Layer.provide(yield* sharedMemoryStorage)),
+          scope
+        )
+        yield* Effect.forEach(
+          Array.from({ length: n }, (_, i) => `o${i}`),
+          (id) => PingA.client(id).hello(),
+          { concurrency: 64, discard: true }
+        ).pipe(Effect.provideContext(context))
+        const loaded = () => Effect.runSync(DurableObject.loadedIds(PingA).pipe(Effect.provideContext(context)))
+        assert.strictEqual(loaded().length, n)
+        const seen: Array<number> = []
+        const watcher = yield* Effect.forkChild(Effect.forever(Effect.andThen(
+          Effect.sync(() => seen.push(loaded().length)),
+          Effect.yieldNow
+        )))
+        yield* Effect.yieldNow
+        yield* Scope.close(scope, Exit.void)
+        yield* Fiber.interrupt(watcher)
+        assert.strictEqual(loaded().length, 0)
+        assert.isTrue(seen.some((count) => count > 0 && count < n), `the watcher ran mid-stop: ${seen.length} looks`)
       }))
   })
 

@@ -29,8 +29,11 @@ const observe = (fail?: (sql: string) => boolean) => {
   return { statements, provide: Effect.provideService(Statement.CurrentTransformer, transformer) }
 }
 
+// One commit queue: the fired commits must queue behind the leader's.
 const storage = (db: TestDatabase) =>
-  Layer.effect(Storage.Storage, SqlStorage.make(db.options)).pipe(Layer.provide(db.client()))
+  Layer.effect(Storage.Storage, SqlStorage.make({ ...db.options, commitConcurrency: 1 })).pipe(
+    Layer.provide(db.client())
+  )
 
 const withStorage = <A, E>(backend: Backend, f: Effect.Effect<A, E, Storage.Storage>) =>
   Effect.flatMap(backend.database, (db) => Effect.provide(f, storage(db)))

@@ -31,10 +31,17 @@ describe("SqlStorage on PostgreSQL", () => {
       assert.strictEqual(rows.length, 0)
     }).pipe(Effect.provide(pg())))
 
-  it.effect("an invalid table prefix or schema is refused when the layer is built", () =>
+  it.effect("an invalid table prefix, schema or commit concurrency is refused when the layer is built", () =>
     Effect.gen(function*() {
       for (
-        const options of [{ tablePrefix: "x; DROP TABLE y" }, { schema: "public\"" }, { tablePrefix: "a".repeat(40) }]
+        const options of [
+          { tablePrefix: "x; DROP TABLE y" },
+          { schema: "public\"" },
+          { tablePrefix: "a".repeat(40) },
+          { commitConcurrency: 0 },
+          { commitConcurrency: 2.5 },
+          { commitConcurrency: Number.NaN }
+        ]
       ) {
         const error = yield* Effect.flip(Layer.build(SqlStorage.layer(options)))
         assert.strictEqual(error._tag, "StorageError")
