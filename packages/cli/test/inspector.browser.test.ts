@@ -149,7 +149,8 @@ describe("the inspector in headless Chromium, on the demo", () => {
       expect(failed.map((r) => [r[0], r[1], r[3]])).toEqual([["alice", "expire", "7"]])
       expect(failed[0]![4]).toContain("PaymentDeclined: the card was declined")
       await page.click(`#objects tr[data-id="alice"]`)
-      await page.locator("#state").waitFor()
+      // The previous object's detail stays on screen until alice's arrives.
+      await page.waitForFunction(`document.querySelector("#detail h2")?.textContent === "ShoppingCart / alice"`)
       const state = JSON.parse((await page.locator("#state").textContent())!)
       expect(state.lines).toEqual([{ sku: "apple", quantity: 2 }])
       expect(state.expirations).toBe(0)
