@@ -80,6 +80,14 @@ const outcomeOf = (exit: Exit.Exit<unknown, unknown>): Telemetry.CallOutcome => 
   return "failure"
 }
 
+/**
+ * Whether `effect` is already an `Exit` (a run that settled synchronously). `Exit.isExit` takes any value and
+ * goes through a generic property check; every value checked here is an effect, so checking the brand directly
+ * costs a third as much, on a path that checks twice per call.
+ */
+export const isExit = (effect: Effect.Effect<unknown, unknown>): effect is Exit.Exit<unknown, unknown> =>
+  "~effect/Exit" in effect
+
 /** A handler with everything a call needs of it made once. */
 interface Prepared {
   readonly name: string
@@ -282,8 +290,9 @@ export const make = (
    * call is keyed), releases the lock, and returns the reply, or the wait for the commit it depends on (which
    * the caller may abandon: nothing else hangs on it).
    */
-  const succeed = (run: CallRun, reply: unknown): Effect.Effect<unknown, unknown> => {
+  const succeed = (run: CallRun, exit: Exit.Success<unknown, unknown>): Effect.Effect<unknown, unknown> => {
     const { cell, epoch, inst, keyed } = run
+    const reply = exit.value
     if (
       cell.state === inst.state && cell.alarms === undefined && cell.fired === undefined &&
       cell.events === undefined && inst.epoch === epoch && inst.status === "active"
@@ -292,8 +301,9 @@ export const make = (
       // whose state it saw.
       registry.release(inst)
       const pending = inst.commits
+      // The run's own exit is the reply (one allocation fewer on the hot path).
       return pending.length === 0
-        ? Exit.succeed(reply)
+        ? exit
         : Effect.as(awaitCommit(inst, run.label, pending[pending.length - 1]!), reply)
     }
     let put: ReplyPut | undefined
@@ -337,7 +347,7 @@ export const make = (
     }
     registry.release(inst)
     if (inst.status !== "active") registry.reportLoadedUnsafe(run.caller)
-    if (staged === undefined) return Exit.succeed(reply)
+    if (staged === undefined) return exit
     if (Exit.isExit(staged)) return staged
     return Effect.as(awaitCommit(inst, run.label, staged), reply)
   }
@@ -376,7 +386,7 @@ export const make = (
 
   /** Ends a run that finished with `exit`: the one way every run ends. */
   const finish = (run: CallRun, exit: Exit.Exit<unknown, unknown>): Effect.Effect<unknown, unknown> => {
-    if (Exit.isSuccess(exit)) return succeed(run, exit.value)
+    if (Exit.isSuccess(exit)) return succeed(run, exit)
     if (run.keyed !== undefined && isTypedFailure(exit.cause)) return failKeyed(run, run.keyed, exit)
     registry.release(run.inst)
     return user.failure(run.inst.id, run.label, exit.cause)
@@ -503,7 +513,7 @@ export const make = (
       return restore(awaitRun(run, child, deadline))
     }
     const result = finish(run, exit)
-    return Exit.isExit(result) ? result : restore(result)
+    return isExit(result) ? result : restore(result)
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -706,7 +716,7 @@ export const make = (
     registry.stepTime = start
     const result = execute(fiber, caller, id, inst, handler, payload, start, keyed)
     registry.stepTime = outerStep
-    if (Exit.isExit(result)) {
+    if (isExit(result)) {
       record(handler, caller, start, result)
       return result
     }
