@@ -11,11 +11,8 @@
 import { DurableObjectCluster, SqlStorage, Storage } from "@durable-object/core"
 import { Effect, Layer, References } from "effect"
 import { TestRunner } from "effect/cluster"
-import { type ChildProcess, spawn } from "node:child_process"
-import { createServer } from "node:net"
-import { join } from "node:path"
-import { createInterface } from "node:readline"
 import { defineVisits, RunnerName, Visits } from "../../examples/src/cluster/objects.ts"
+import { startRunner } from "../../examples/src/cluster/runners.ts"
 import { clusterLayer, fastProfile } from "../../examples/src/cluster/transport.ts"
 import { pgLayer, postgresDatabase } from "./backends.ts"
 import type { Config } from "./config.ts"
@@ -23,44 +20,6 @@ import { closedLoop, loadRow, ratioTo, type Row, row } from "./stats.ts"
 import { objectIds, pick } from "./workloads.ts"
 
 const scenario = "9 cluster mode (PostgreSQL)"
-const runnerScript = join(import.meta.dirname, "..", "..", "examples", "src", "cluster", "runner.ts")
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => typeof address === "object" && address !== null ? resolve(address.port) : reject())
-    })
-  })
-
-/** A runner process, killed when the scope closes. */
-const runner = (config: { url: string; name: string }) =>
-  Effect.acquireRelease(
-    Effect.promise(async () => {
-      const child = spawn(process.execPath, [runnerScript, JSON.stringify({ ...config, port: await freePort() })], {
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      let stderr = ""
-      child.stderr!.on("data", (chunk: Buffer) => {
-        stderr += chunk.toString()
-      })
-      await new Promise<void>((resolve, reject) => {
-        createInterface({ input: child.stdout! }).on("line", (line) => line === "ready" && resolve())
-        child.on("close", () => reject(new Error(`runner ${config.name} exited: ${stderr}`)))
-      })
-      return child
-    }),
-    (child: ChildProcess) =>
-      Effect.promise(() =>
-        child.exitCode !== null || child.signalCode !== null
-          ? Promise.resolve()
-          : new Promise<void>((resolve) => {
-            child.on("close", () => resolve())
-            child.kill("SIGKILL")
-          })
-      )
-  )
 
 const heapUsed = () => {
   globalThis.gc?.()
@@ -128,7 +87,7 @@ export const run = (config: Config): Effect.Effect<ReadonlyArray<Row>, unknown> 
     )
 
     // Three runner processes; this process calls through the cluster as a client-only node.
-    const runners = yield* Effect.forEach(["r1", "r2", "r3"], (name) => runner({ url, name }), {
+    const runners = yield* Effect.forEach(["r1", "r2", "r3"], (name) => startRunner(url, name), {
       concurrency: "unbounded"
     })
     // The demo runner's table prefixes.
@@ -158,7 +117,7 @@ export const run = (config: Config): Effect.Effect<ReadonlyArray<Row>, unknown> 
       }
       const victimName = owners.get(ids[0]!)!
       const victimIds = Array.from(owners).filter(([, runner]) => runner === victimName).map(([id]) => id)
-      runners[Number(victimName.slice(1)) - 1]!.kill("SIGKILL")
+      runners[Number(victimName.slice(1)) - 1]!.child.kill("SIGKILL")
       const killedAt = performance.now()
       const rehome = yield* Effect.forEach(
         victimIds,

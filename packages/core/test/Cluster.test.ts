@@ -63,6 +63,33 @@ describe("DurableObjectCluster", () => {
       assert.strictEqual(encoded, 4)
     }).pipe(Effect.provide(runner(Storage.layerMemory))))
 
+  it.live("a runner whose event loop stood still past maxPause drops its copies: the next call reads storage", () =>
+    Effect.gen(function*() {
+      const storage = yield* Storage.makeMemory
+      const layer = DurableObjectCluster.layer(Counter, { maxPause: "200 millis" }).pipe(
+        Layer.provide([Storage.layerWithScheduler(Effect.succeed(storage)), makeJournal()]),
+        Layer.provideMerge(TestRunner.layer)
+      )
+      yield* Effect.gen(function*() {
+        assert.strictEqual(yield* Counter.client("p").increment({ amount: 1 }), 1)
+        // Meanwhile (as if another runner had taken the shard while this one stood still) storage moves on.
+        yield* storage.commit({
+          objectType: "Counter",
+          objectId: "p",
+          expectedVersion: 1,
+          state: JSON.stringify({ count: 41, lastIncrementedAt: null })
+        })
+        // The event loop stands still for longer than maxPause.
+        const until = performance.now() + 600
+        while (performance.now() < until) {
+          // busy: nothing else runs
+        }
+        yield* Effect.sleep("300 millis")
+        assert.strictEqual(yield* Counter.client("p").get(), 41, "the stale copy was served")
+        assert.strictEqual(yield* Counter.client("p").increment({ amount: 1 }), 42)
+      }).pipe(Effect.provide(layer))
+    }))
+
   it.live("a call re-sent with its routing key runs once, its reply still in memory or only in storage", () =>
     Effect.gen(function*() {
       const sharding = yield* Sharding

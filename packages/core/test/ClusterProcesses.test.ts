@@ -9,9 +9,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
-import { createServer } from "node:net"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
+import { freePort } from "../../examples/src/cluster/runners.ts"
 import * as SqlStorage from "../src/SqlStorage.ts"
 import * as Storage from "../src/Storage.ts"
 import { postgresUrl } from "./backends.ts"
@@ -56,15 +56,6 @@ const spawnWorker = (script: string, name: string, config: unknown, onLine?: (li
   return worker
 }
 
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => typeof address === "object" && address !== null ? resolve(address.port) : reject())
-    })
-  })
-
 const sleep = (millis: number) => new Promise((resolve) => setTimeout(resolve, millis))
 
 /** One test's cluster: its database tables, its runners, and what they printed. */
@@ -75,7 +66,7 @@ const makeCluster = (label: string) => {
   let started = 0
   const startRunner = async (onLine?: (line: string) => void) => {
     const name = `r${++started}`
-    const runner = spawnWorker("runner.ts", name, { ...base, port: await freePort(), name }, onLine)
+    const runner = spawnWorker("runner.ts", name, { ...base, port: await Effect.runPromise(freePort), name }, onLine)
     runners.push(runner)
     await Promise.race([
       runner.ready,

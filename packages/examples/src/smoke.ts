@@ -41,7 +41,7 @@ interface Reply {
 }
 
 /** The admin endpoints' bearer token for the run. */
-const adminToken = Redacted.make(`smoke-${Math.random().toString(36).slice(2)}-${Date.now()}`)
+const adminToken = Redacted.make(`smoke-${globalThis.crypto.randomUUID()}`)
 const admin = { authorization: `Bearer ${Redacted.value(adminToken)}` }
 
 /** Short timings, so alarms fire within the run. */

@@ -1,4 +1,5 @@
 /** Human output: aligned text tables and readable times. */
+import { DateTime } from "effect"
 
 /** Rows as an aligned table under a header; an empty list says so instead. */
 export const table = (
@@ -15,7 +16,7 @@ export const table = (
 
 /** Epoch milliseconds as an ISO time (UTC), or `-`. */
 export const time = (millis: number | null | undefined): string =>
-  millis === null || millis === undefined ? "-" : new Date(millis).toISOString()
+  millis === null || millis === undefined ? "-" : DateTime.formatIso(DateTime.makeUnsafe(millis))
 
 /** A value on one line (whitespace runs, newlines included, become one space), cut to `max` characters. */
 export const short = (value: unknown, max = 60): string => {

@@ -10,26 +10,17 @@
  */
 import { DurableObjectCluster } from "@durable-object/core"
 import { PgClient } from "@effect/sql-pg"
-import { Config, Console, Effect, Layer, Option, Redacted } from "effect"
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { Clock, Config, Console, Duration, Effect, Layer, Option, Redacted } from "effect"
+import { type ChildProcess, execFileSync } from "node:child_process"
 import { mkdtempSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { createInterface } from "node:readline"
 import { Visits } from "./objects.ts"
+import { startRunner } from "./runners.ts"
 import { clusterLayer, fastProfile } from "./transport.ts"
 
 const root = join(import.meta.dirname, "..", "..", "..", "..")
 const objects = ["alice", "bob", "carol", "dave", "erin", "frank"]
-
-const freePort = Effect.callback<number>((resume) => {
-  const server = createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    server.close(() => resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : 0)))
-  })
-})
 
 /** A throwaway PostgreSQL for the life of the scope, unless `DATABASE_URL` names one. */
 const database = Effect.gen(function*() {
@@ -47,37 +38,18 @@ const database = Effect.gen(function*() {
   )
 })
 
-/** A runner process, stopped (SIGTERM, then SIGKILL) when the scope closes. */
-const startRunner = (url: string, name: string) =>
-  Effect.acquireRelease(
-    Effect.gen(function*() {
-      const port = yield* freePort
-      const child = spawn(process.execPath, [
-        join(import.meta.dirname, "runner.ts"),
-        JSON.stringify({ url, port, name })
-      ], {
-        stdio: ["ignore", "pipe", "inherit"]
-      })
-      yield* Effect.callback<void, Error>((resume) => {
-        createInterface({ input: child.stdout! }).on("line", (line) => line === "ready" && resume(Effect.void))
-        child.on("close", (code) => resume(Effect.fail(new Error(`runner ${name} exited (code ${code})`))))
-      })
-      yield* Console.log(`+ ${name} serves on 127.0.0.1:${port} (pid ${child.pid})`)
-      return child
-    }),
-    (child: ChildProcess) =>
-      child.exitCode !== null || child.signalCode !== null ? Effect.void : Effect.callback<void>((resume) => {
-        child.on("close", () => resume(Effect.void))
-        child.kill("SIGTERM")
-        setTimeout(() => child.kill("SIGKILL"), 5_000).unref()
-      })
+/** A runner, announced once it serves. */
+const announcedRunner = (url: string, name: string) =>
+  Effect.tap(
+    startRunner(url, name),
+    ({ child, port }) => Console.log(`+ ${name} serves on 127.0.0.1:${port} (pid ${child.pid})`)
   )
 
 export const clusterDemo = Effect.scoped(Effect.gen(function*() {
   const seconds = yield* Config.Int("DEMO_CLUSTER_SECONDS").pipe(Config.withDefault(24))
   const url = yield* database
   const runners = new Map<string, ChildProcess>()
-  for (const name of ["r1", "r2", "r3"]) runners.set(name, yield* startRunner(url, name))
+  for (const name of ["r1", "r2", "r3"]) runners.set(name, (yield* announcedRunner(url, name)).child)
 
   const client = yield* Layer.build(
     DurableObjectCluster.layerClient(Visits).pipe(
@@ -88,30 +60,30 @@ export const clusterDemo = Effect.scoped(Effect.gen(function*() {
   // Counts left by earlier runs on the same database are where this run starts from.
   const initial = yield* Effect.forEach(objects, (id) => Visits.client(id).get()).pipe(Effect.provide(client))
   const acknowledged = new Map<string, number>()
-  const start = Date.now()
-  const elapsed = () => ((Date.now() - start) / 1000).toFixed(1).padStart(5)
+  const start = yield* Clock.currentTimeMillis
+  const since = Effect.map(Clock.currentTimeMillis, (now) => now - start)
   let killed = false
   let joined = false
   yield* Console.log(`\nvisiting ${objects.join(", ")} twice a second; each cell is runner #count (call ms)\n`)
-  while (Date.now() - start < seconds * 1000) {
+  while ((yield* since) < seconds * 1000) {
     const round = yield* Effect.forEach(objects, (id) =>
       Effect.gen(function*() {
-        const sent = Date.now()
-        const reply = yield* Visits.client(id).visit()
+        const [took, reply] = yield* Effect.timed(Visits.client(id).visit())
         acknowledged.set(id, (acknowledged.get(id) ?? 0) + 1)
-        return `${id} ${reply.runner} #${reply.count} (${Date.now() - sent})`
+        return `${id} ${reply.runner} #${reply.count} (${Math.round(Duration.toMillis(took))})`
       }), { concurrency: "unbounded" }).pipe(Effect.provide(client))
-    yield* Console.log(`${elapsed()}s  ${round.join(" | ")}`)
-    if (!killed && Date.now() - start > seconds * 250) {
+    const elapsed = yield* since
+    yield* Console.log(`${(elapsed / 1000).toFixed(1).padStart(5)}s  ${round.join(" | ")}`)
+    if (!killed && elapsed > seconds * 250) {
       killed = true
       runners.get("r2")!.kill("SIGKILL")
       yield* Console.log(
         `\n✗ kill -9 r2: its objects stall until its shard locks expire (${fastProfile.shardLockExpiration}), then move\n`
       )
     }
-    if (!joined && Date.now() - start > seconds * 600) {
+    if (!joined && elapsed > seconds * 600) {
       joined = true
-      runners.set("r4", yield* startRunner(url, "r4"))
+      runners.set("r4", (yield* announcedRunner(url, "r4")).child)
       yield* Console.log("  shards rebalance onto r4: the objects it takes over stop on their old runner first\n")
     }
     yield* Effect.sleep("500 millis")

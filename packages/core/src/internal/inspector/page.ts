@@ -54,6 +54,8 @@ input { font: inherit; padding: 4px 8px; border: 1px solid var(--line); border-r
 #login { max-width: 420px; margin: 40px auto; }
 `
 
+// The browser runs this script, not Node: there is no Effect, Clock or Logger on the page, so it uses the
+// browser's own fetch, async/await and Date to format the times the API sends as epoch milliseconds.
 const script = `
 "use strict";
 const base = document.body.dataset.base;
