@@ -21,7 +21,7 @@ import * as Batcher from "./internal/batcher.ts"
 import * as CommitNotifier from "./internal/commitNotifier.ts"
 import { prefixEnd } from "./internal/keyOrder.ts"
 import { defaultLimits } from "./internal/limits.ts"
-import type { SchedulerOptions } from "./internal/records.ts"
+import { type SchedulerOptions, withCommitUnsafe } from "./internal/records.ts"
 import { span, tracing } from "./internal/span.ts"
 import * as SqlText from "./internal/sqlText.ts"
 import {
@@ -1285,6 +1285,22 @@ export const make = (options?: Options): Effect.Effect<
     const commit = (write: WriteSet): Effect.Effect<number, StorageError | VersionConflict | AlarmClaimLost> =>
       instrument(write.state === null ? "delete" : "save", write, batcherOf(write).submit(write))
 
+    /** `commit` as a callback: the write's duration is recorded as `instrument` does, without a span. */
+    const commitUnsafe = (
+      write: WriteSet,
+      context: Context.Context<never>,
+      done: (exit: Exit.Exit<number, StorageError | VersionConflict | AlarmClaimLost>) => void
+    ): void => {
+      const clock = Context.get(context, Clock.Clock)
+      const start = clock.currentTimeMillisUnsafe()
+      const durationOf = durations[write.state === null ? "delete" : "save"]
+      batcherOf(write).submitUnsafe(write, context, (exit) => {
+        const outcome = Exit.isSuccess(exit) ? "success" : failureOutcome(exit.cause)
+        if (outcome !== undefined) durationOf[outcome].updateUnsafe(clock.currentTimeMillisUnsafe() - start, context)
+        done(exit)
+      })
+    }
+
     const loadOne = (request: LoadRequest) =>
       Effect.map(
         sql<{ state: string; version: number | string }>`SELECT ${stateColumn} AS state,
@@ -1729,7 +1745,7 @@ export const make = (options?: Options): Effect.Effect<
       purgeReplies,
       nextReplyExpiry,
       load,
-      commit,
+      commit: withCommitUnsafe(commit, commitUnsafe),
       listAlarms,
       claimDueAlarms,
       nextAlarmAt,

@@ -75,11 +75,19 @@ describe("Batcher", () => {
           const { batcher } = make({ turns: 1 + Math.floor(next() * 3), idempotent })
           const fibers: Array<Fiber.Fiber<number, Interrupted>> = []
           const doomed = new Set<number>()
+          // Writes queued without a fiber (the commit pipeline's) mixed in: nothing interrupts them.
+          const unsafe = new Map<number, Exit.Exit<number, Interrupted> | undefined>()
           // A tiny operation budget makes fibers yield between almost any two steps, where an interruption
           // can land (below 3 Effect's scheduler would only ever yield).
           yield* Effect.gen(function*() {
             for (let n = 0; n < 60; n++) {
               fibers.push(yield* Effect.forkChild(batcher.submit(n), { startImmediately: true }))
+              if (next() < 0.3) {
+                const write = 500 + n
+                unsafe.set(write, undefined)
+                const context = yield* Effect.context<never>()
+                batcher.submitUnsafe(write, context, (exit) => unsafe.set(write, exit))
+              }
               if (next() < 0.5) yield* Effect.yieldNow
               if (next() < 0.35) {
                 const victim = Math.floor(next() * fibers.length)
@@ -103,6 +111,23 @@ describe("Batcher", () => {
               `seed ${seed}: request ${n}`
             )
           })
+          yield* Effect.yieldNow.pipe(
+            Effect.repeat({ until: () => Array.from(unsafe.values()).every((exit) => exit !== undefined) }),
+            Effect.timeoutOrElse({
+              duration: "2 seconds",
+              orElse: () => Effect.die(new Error(`seed ${seed}: a write queued without a fiber never completed`))
+            })
+          )
+          for (const [write, exit] of unsafe) {
+            if (exit === undefined) continue
+            if (Exit.isSuccess(exit)) assert.strictEqual(exit.value, write)
+            // It can only fail as part of a batch whose (fiber) leader was interrupted mid-commit.
+            else {assert.deepStrictEqual(
+                exit as Exit.Exit<unknown, Interrupted>,
+                Exit.fail(new Interrupted()),
+                `seed ${seed}: write ${write}`
+              )}
+          }
           // Whatever happened above, a new request still goes out.
           const after = yield* batcher.submit(999).pipe(Effect.timeoutOrElse({
             duration: "2 seconds",
@@ -112,6 +137,30 @@ describe("Batcher", () => {
         }
       }))
   }
+
+  it.effect("writes queued without a fiber go out together, share batches with fiber callers, and each gets its outcome", () =>
+    Effect.gen(function*() {
+      const { batcher, batches } = make({ turns: 2 })
+      const context = yield* Effect.context<never>()
+      const outcomes = new Map<number, Exit.Exit<number, Interrupted>>()
+      // Queued in one synchronous step: they wait for one scheduler turn and then go out together.
+      for (let n = 0; n < 40; n++) batcher.submitUnsafe(n, context, (exit) => outcomes.set(n, exit))
+      assert.strictEqual(batches.length, 0, "nothing goes out in the step that queued them")
+      // Fiber callers arrive while those batches run, and more writes without a fiber after them.
+      const callers = yield* Effect.forEach(
+        Array.from({ length: 20 }, (_, i) => 100 + i),
+        (n) => Effect.forkChild(batcher.submit(n), { startImmediately: true })
+      )
+      for (let n = 200; n < 220; n++) batcher.submitUnsafe(n, context, (exit) => outcomes.set(n, exit))
+      const replies = yield* Effect.forEach(callers, Fiber.join)
+      assert.deepStrictEqual(replies, Array.from({ length: 20 }, (_, i) => 100 + i))
+      while (outcomes.size < 60) yield* Effect.yieldNow
+      for (const [n, exit] of outcomes) assert.deepStrictEqual(exit, Exit.succeed(n))
+      assert.deepStrictEqual(batches[0], Array.from({ length: 16 }, (_, i) => i), "the first batch is full")
+      assert.isAtMost(batches.length, 6, "queued writes went out together")
+      // Once the queue is empty the batches' own fiber has ended: a new fiber caller leads again.
+      assert.strictEqual(yield* batcher.submit(999), 999)
+    }))
 
   it.effect("when a leader is interrupted mid-batch, the others of its batch fail as unknown, or re-run if reads", () =>
     Effect.gen(function*() {

@@ -11,11 +11,17 @@
  *
  * @internal
  */
-import { Cause, Effect, Exit } from "effect"
+import { Cause, type Context, Effect, Exit } from "effect"
 
 export interface Batcher<W, A, E> {
   /** Queues `write`; completes with its own outcome once the batch holding it committed (or failed). */
   readonly submit: (write: W) => Effect.Effect<A, E>
+  /**
+   * Queues `write` and calls `done` with its outcome once the batch holding it settled, without a fiber per
+   * write: when no leader runs, batches run on a fiber of their own in `context`, which ends once the queue is
+   * empty. `done` runs on that fiber, synchronously: it must not run user code.
+   */
+  readonly submitUnsafe: (write: W, context: Context.Context<never>, done: (exit: Exit.Exit<A, E>) => void) => void
 }
 
 type Restore = <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>
@@ -27,6 +33,10 @@ const LEAD: unique symbol = Symbol.for("@durable-object/core/internal/batcher/le
 
 interface Entry<W, A, E> {
   readonly write: W
+  /** Set for `submitUnsafe`'s entries: called with the outcome; no fiber waits for them. */
+  readonly done: ((exit: Exit.Exit<A, E>) => void) | undefined
+  /** Where such an entry's batches run when the lead falls to it. */
+  readonly context: Context.Context<never> | undefined
   exit: Exit.Exit<A, E> | undefined
   resume: ((signal: Exit.Exit<A, E> | typeof LEAD) => void) | undefined
   sent: boolean
@@ -56,6 +66,7 @@ export const make = <W, A, E>(options: {
 
   const complete = (entry: Entry<W, A, E>, exit: Exit.Exit<A, E>) => {
     entry.exit = exit
+    if (entry.done !== undefined) return entry.done(exit)
     const resume = entry.resume
     entry.resume = undefined
     if (resume !== undefined) waking.push(() => resume(exit))
@@ -103,6 +114,7 @@ export const make = <W, A, E>(options: {
       return
     }
     next.leading = true
+    if (next.done !== undefined) return startLeader(next.context!)
     const resume = next.resume
     next.resume = undefined
     resume?.(LEAD)
@@ -112,7 +124,7 @@ export const make = <W, A, E>(options: {
    * Takes the next batch and runs it; false when nothing is left to send. Taking the batch and registering
    * what settles it happen uninterruptibly: entries taken but never settled would wait forever.
    */
-  const runNext = (leader: Entry<W, A, E>): Effect.Effect<boolean> =>
+  const runNext = (leader: Entry<W, A, E> | undefined): Effect.Effect<boolean> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
         const batch = takeBatch()
@@ -161,11 +173,46 @@ export const make = <W, A, E>(options: {
       })
     ).pipe(Effect.flatMap((exit) => exit ?? Effect.failCause(Cause.interrupt())))
 
+  /**
+   * Batches on a fiber of their own, for `submitUnsafe`'s entries: a scheduler turn first, so the writes queued
+   * in this one go together, and another after each batch, so the callers it released can queue their next.
+   * Nothing holds this fiber, so nothing interrupts it.
+   */
+  const leaderLoop: Effect.Effect<void> = Effect.ensuring(
+    Effect.gen(function*() {
+      yield* Effect.yieldNow
+      while (yield* runNext(undefined)) yield* Effect.yieldNow
+    }),
+    Effect.sync(handOver)
+  )
+  const startLeader = (context: Context.Context<never>) => {
+    Effect.runForkWith(context)(leaderLoop, { uninterruptible: true })
+  }
+
+  const submitUnsafe = (write: W, context: Context.Context<never>, done: (exit: Exit.Exit<A, E>) => void) => {
+    queue.push({
+      write,
+      done,
+      context,
+      exit: undefined,
+      resume: undefined,
+      sent: false,
+      cancelled: false,
+      leading: false
+    })
+    if (!running) {
+      running = true
+      startLeader(context)
+    }
+  }
+
   const submit = (write: W): Effect.Effect<A, E> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
         const entry: Entry<W, A, E> = {
           write,
+          done: undefined,
+          context: undefined,
           exit: undefined,
           resume: undefined,
           sent: false,
@@ -198,5 +245,5 @@ export const make = <W, A, E>(options: {
       })
     )
 
-  return { submit }
+  return { submit, submitUnsafe }
 }

@@ -10,14 +10,15 @@
  *
  * @internal
  */
-import { Cause, Context, Effect, Exit, Fiber, Tracer } from "effect"
+import { Cause, Context, Effect, Exit, Fiber, Scheduler, Tracer } from "effect"
 import { HandlerDefect, StorageError, type ValueTooLarge } from "../Errors.ts"
 import type { Cell } from "./context.ts"
 import { type CommitError, type CommitGroup, type Instance, type Registry } from "./instance.ts"
 import * as Limits from "./limits.ts"
 import type { Live } from "./live.ts"
 import type * as Mailbox from "./mailbox.ts"
-import type { ReplyPut, SchedulerService, StorageService } from "./records.ts"
+import { commitUnsafeOf, type ReplyPut, type SchedulerService, type StorageService, type WriteSet } from "./records.ts"
+import { tracingIn } from "./span.ts"
 
 /** Settles `group` with `exit`, releasing everyone waiting on it. */
 const settle = (group: CommitGroup, exit: Exit.Exit<void, CommitError>): void => {
@@ -179,43 +180,79 @@ export const make = (deps: {
 }): Commits => {
   const { live, objectType, own, registry, scheduler, storage } = deps
   const codec = registry.codec
-  const drains = new Set<Fiber.Fiber<void>>()
   const limits = storage.limits ?? Limits.defaultLimits
+  const ownContext = own.context(Context.empty())
+  // The callback form makes no span: with a tracer that exports them, every write goes through `commit`.
+  const commitUnsafe = tracingIn(ownContext) ? undefined : commitUnsafeOf(storage.commit)
+  const dispatcher = Context.get(ownContext, Scheduler.Scheduler).makeDispatcher()
+  /** Objects whose drain owns their commit queue (see `registry.enqueue`). */
+  const draining = new Set<Instance>()
+  /** Commits run on fibers of their own (storages without the callback form): interrupted at close. */
+  const fibers = new Set<Fiber.Fiber<number, CommitError>>()
+
+  /** Runs one commit in `context` and calls `done` with its outcome. */
+  const runCommit = (
+    write: WriteSet,
+    context: Context.Context<never>,
+    done: (exit: Exit.Exit<number, CommitError>) => void
+  ) => {
+    if (commitUnsafe !== undefined) return commitUnsafe(write, context, done)
+    const fiber = Effect.runForkWith(context)(storage.commit(write))
+    if (fiber.pollUnsafe() === undefined) {
+      fibers.add(fiber)
+      fiber.addObserver(() => fibers.delete(fiber))
+    }
+    fiber.addObserver(done)
+  }
+
+  /** Stops the drain of `inst` mid-commit (the runtime is going away): nobody can know the outcome any more. */
+  const abandon = (inst: Instance, token: object) => {
+    draining.delete(inst)
+    if (!registry.endDrain(inst, token)) return
+    const error = new StorageError({ operation: "commit", detail: "interrupted; the outcome is unknown" })
+    for (const g of registry.abandon(inst)) settle(g, Exit.fail(error))
+  }
 
   /**
-   * Commits the head group of `inst` and then the next ones, in order. A failed commit fails its group and
-   * every later one (they were built on its speculative state), and drops the in-memory copy: the outcome of a
-   * commit that did not answer is unknown, so the next call reloads the truth. Runs in a fiber of its own whose
-   * context is `context`, the runtime's; a group created by another caller carries its own span.
+   * Commits the head group of `inst` and then the next ones, in order, one in flight at a time, without a fiber
+   * of its own: each commit's outcome calls the next step. A failed commit fails its group and every later one
+   * (they were built on its speculative state), and drops the in-memory copy: the outcome of a commit that did
+   * not answer is unknown, so the next call reloads the truth. Each commit runs in its group's context: the
+   * runtime's, with the span of the call that created it.
    */
-  const drain = (inst: Instance, token: object, context: Context.Context<never>): Effect.Effect<void> => {
-    const epoch = inst.epoch
-    const next = (): Effect.Effect<void> => {
-      const group = inst.commits[0]
-      if (group === undefined) return Effect.void
-      if (inst.epoch !== epoch) {
-        // The copy these commits were built on was dropped: none of them may reach storage.
-        const error = new StorageError({
-          operation: "commit",
-          detail: "the object was reloaded before this commit",
-          outcome: "not-applied" // it never reached storage
-        })
-        for (const stale of registry.dropStale(inst)) settle(stale, Exit.fail(error))
-        return Effect.void
-      }
-      group.started = true
-      const commit = storage.commit({
+  const pump = (inst: Instance, token: object, epoch: number): void => {
+    if (inst.draining !== token) return
+    const group = inst.commits[0]
+    if (group === undefined) {
+      draining.delete(inst)
+      registry.endDrain(inst, token)
+      return
+    }
+    if (inst.epoch !== epoch) {
+      // The copy these commits were built on was dropped: none of them may reach storage.
+      draining.delete(inst)
+      const error = new StorageError({
+        operation: "commit",
+        detail: "the object was reloaded before this commit",
+        outcome: "not-applied" // it never reached storage
+      })
+      for (const stale of registry.dropStale(inst)) settle(stale, Exit.fail(error))
+      return
+    }
+    group.started = true
+    runCommit(
+      {
         objectType,
         objectId: inst.id,
         expectedVersion: inst.version,
         state: group.json,
         alarms: group.alarms,
         replies: group.replies
-      })
-      const committed = group.context === context
-        ? commit
-        : Effect.updateContext(commit, (_: Context.Context<never>) => group.context)
-      return Effect.flatMap(Effect.exit(committed), (exit) => {
+      },
+      group.context,
+      (exit) => {
+        // Abandoned meanwhile (the runtime closed): its callers were told already.
+        if (inst.draining !== token) return
         if (Exit.isSuccess(exit)) {
           registry.committed(inst, exit.value)
           // Subscribers see only durable states, in commit order: this is the one place a commit lands.
@@ -225,8 +262,10 @@ export const make = (deps: {
             for (const reply of group.replies) scheduler.repliesStored(reply.expiresAt)
           }
           settle(group, Exit.void)
-          return next()
+          return pump(inst, token, epoch)
         }
+        if (Cause.hasInterrupts(exit.cause)) return abandon(inst, token)
+        draining.delete(inst)
         const error = Cause.findError(exit.cause)
         const failed = registry.rollBack(
           inst,
@@ -235,31 +274,16 @@ export const make = (deps: {
             : new StorageError({ operation: "commit", detail: Cause.pretty(exit.cause) })
         )
         for (const g of failed) settle(g, exit)
-        return registry.reportLoaded
-      })
-    }
-    return Effect.onExit(next(), (exit) =>
-      Effect.sync(() => {
-        // Settling waiters may have started the next drain already; leave that one alone.
-        if (!registry.endDrain(inst, token)) return
-        if (Exit.isSuccess(exit) || !Cause.hasInterrupts(exit.cause)) return
-        // Stopped mid-commit (the runtime is going away): nobody can know the outcome any more.
-        const error = new StorageError({ operation: "commit", detail: "interrupted; the outcome is unknown" })
-        for (const g of registry.abandon(inst)) settle(g, Exit.fail(error))
-      }))
+        registry.reportLoadedUnsafe(group.context)
+      }
+    )
   }
 
-  const startDrain = (inst: Instance, token: object, context: Context.Context<never>) => {
+  const startDrain = (inst: Instance, token: object) => {
+    draining.add(inst)
     // The drain starts in the next scheduler turn, so the writes staged in this one reach storage together
-    // (started on the spot, they went one by one: fewer coalesced on SQLite). A fiber of its own rather than
-    // one forked into the runtime scope: no launcher fiber, no scope bookkeeping.
-    const fiber = Effect.runForkWith(context)(
-      Effect.andThen(Effect.yieldNow, Effect.suspend(() => drain(inst, token, context)))
-    )
-    if (fiber.pollUnsafe() === undefined) {
-      drains.add(fiber)
-      fiber.addObserver(() => drains.delete(fiber))
-    }
+    // (started on the spot, they went one by one: fewer coalesced on SQLite).
+    dispatcher.scheduleTask(() => pump(inst, token, inst.epoch), 0)
   }
 
   const stage: Commits["stage"] = (inst, handler, cell, caller, reply) => {
@@ -336,7 +360,7 @@ export const make = (deps: {
       context: own.context(caller)
     }
     const token = registry.enqueue(inst, group)
-    if (token !== undefined) startDrain(inst, token, group.context)
+    if (token !== undefined) startDrain(inst, token)
     return group
   }
 
@@ -352,6 +376,13 @@ export const make = (deps: {
       const last = inst.commits.at(-1)
       return last === undefined ? Effect.void : Effect.ignore(awaitGroup(last))
     },
-    interruptDrains: Effect.suspend(() => Fiber.interruptAll(Array.from(drains)))
+    interruptDrains: Effect.suspend(() =>
+      Effect.andThen(
+        Fiber.interruptAll(Array.from(fibers)),
+        Effect.sync(() => {
+          for (const inst of Array.from(draining)) if (inst.draining !== undefined) abandon(inst, inst.draining)
+        })
+      )
+    )
   }
 }

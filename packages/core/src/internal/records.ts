@@ -5,7 +5,7 @@
  *
  * @internal
  */
-import type { Context, Duration, Effect, Scope } from "effect"
+import type { Context, Duration, Effect, Exit, Scope } from "effect"
 import type { AlarmClaimLost, StorageError, VersionConflict } from "../Errors.ts"
 
 /**
@@ -242,6 +242,35 @@ export interface ClaimRequest {
   readonly leaseMillis: number
   readonly limit: number
 }
+
+/**
+ * `commit` without a fiber per write: queues `write`, runs its storage work in `context`, and calls `done` with
+ * the outcome on the storage's own fiber. The runtime's commit pipeline uses it when a storage's `commit`
+ * carries one (see {@link commitUnsafeOf}), and never while a tracer that exports spans is installed (`commit`
+ * makes the write's span).
+ *
+ * @internal
+ */
+export type CommitUnsafe = (
+  write: WriteSet,
+  context: Context.Context<never>,
+  done: (exit: Exit.Exit<number, StorageError | VersionConflict | AlarmClaimLost>) => void
+) => void
+
+const commitUnsafeKey = Symbol.for("@durable-object/core/Storage/commitUnsafe")
+
+/**
+ * `commit` with `unsafe` attached. It lives on the function rather than beside it in the service, so a
+ * wrapper that replaces `commit` (to inject faults, say) drops it too and is never bypassed.
+ *
+ * @internal
+ */
+export const withCommitUnsafe = <F extends StorageService["commit"]>(commit: F, unsafe: CommitUnsafe): F =>
+  Object.assign(commit, { [commitUnsafeKey]: unsafe })
+
+/** The callback form attached to `commit` by {@link withCommitUnsafe}, if any. @internal */
+export const commitUnsafeOf = (commit: StorageService["commit"]): CommitUnsafe | undefined =>
+  (commit as { readonly [commitUnsafeKey]?: CommitUnsafe })[commitUnsafeKey]
 
 /**
  * What a storage provides (see `Storage.Storage` for the guarantees every implementation gives).

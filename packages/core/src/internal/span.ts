@@ -3,7 +3,7 @@
  *
  * @internal
  */
-import { Effect, type Fiber, Tracer } from "effect"
+import { Context, Effect, type Fiber, References, Tracer } from "effect"
 
 /**
  * Whether spans made on `fiber` can be seen by anyone: tracing is on and a tracer other than Effect's
@@ -13,6 +13,10 @@ export const tracing = (fiber: Fiber.Fiber<unknown, unknown>): boolean => {
   const cache = fiber.cache
   return cache.tracerEnabled && cache.tracer !== undefined && cache.tracer !== Tracer.nativeTracer
 }
+
+/** `tracing` for work run in `context` (its tracer and whether tracing is on). */
+export const tracingIn = (context: Context.Context<never>): boolean =>
+  Context.get(context, References.TracerEnabled) && Context.get(context, Tracer.Tracer) !== Tracer.nativeTracer
 
 /**
  * Wraps an effect in a span without capturing a stack trace: the data-last `Effect.withSpan` captures one on
