@@ -67,7 +67,8 @@ export interface Options {
   readonly alarms?: SchedulerOptions | undefined
   /**
    * The most write sets one transaction carries when commits queue up behind each other (write
-   * coalescing), and the most loads one batch reads when loads queue up. Default 256; 1 turns coalescing off.
+   * coalescing), and the most loads one batch reads when loads queue up. Default 256 (1,024 for commits on
+   * SQLite, whose batch costs one fsync however many rows it carries); 1 turns coalescing off.
    */
   readonly maxBatch?: number | undefined
   /**
@@ -1267,7 +1268,7 @@ export const make = (options?: Options): Effect.Effect<
     const makeCommitBatcher = () =>
       Batcher.make<WriteSet, number, StorageError | VersionConflict | AlarmClaimLost>({
         key: (write) => objectKey(write.objectType, write.objectId),
-        maxBatch: options?.maxBatch ?? 256,
+        maxBatch: options?.maxBatch ?? (isPg ? 256 : 1024),
         run: commitBatch,
         interrupted: () =>
           new StorageError({ operation: "save", detail: "interrupted while committing; the outcome is unknown" })
