@@ -117,4 +117,15 @@ describe("hot path", () => {
       const slept = yield* duration("incrementThenSleep")
       assert.deepStrictEqual([slept.count, slept.sum], [1, 250])
     }).pipe(Effect.provide(counters), Effect.provideService(Metric.MetricRegistry, new Map())))
+
+  it.effect("a caller calling one object, then another, then the first, runs each handler as its own object", () =>
+    Effect.gen(function*() {
+      // A handler's context (its call chain) is kept per caller for the object it last called: a context kept
+      // for the wrong object would let `callSelf` wait on its own lock instead of failing as reentrant.
+      for (const id of ["a", "b", "a", "a", "b"]) {
+        const error = yield* Effect.flip(Counter.client(id).callSelf())
+        assert.strictEqual(error._tag, "ReentrantCall")
+        assert.deepStrictEqual((error as { chain?: ReadonlyArray<string> }).chain, [`Counter/${id}`])
+      }
+    }).pipe(Effect.provide(counters)))
 })

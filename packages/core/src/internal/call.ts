@@ -189,6 +189,12 @@ interface CallerInfo {
   readonly registry: Series.Registry
   readonly attributes: Series.Attributes
   readonly refused: StorageError | undefined
+  /**
+   * The context user code of `userOf` last ran with for this caller (callers mostly call one object again and
+   * again; a context is immutable, so runs can share it).
+   */
+  userOf: Instance | undefined
+  userContext: Context.Context<never> | undefined
 }
 
 /** Marks a run that found its object stopped: it starts over with the registry's current instance. */
@@ -505,11 +511,12 @@ export const make = (
     body: Body<unknown>,
     input: unknown,
     restore: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E>,
-    keyed?: Keyed | undefined
+    keyed?: Keyed | undefined,
+    userContext?: Context.Context<never> | undefined
   ): Effect.Effect<unknown, unknown> => {
     const run: CallRun = { inst, label, caller, epoch: inst.epoch, cell: makeCell(inst.state), keyed }
     // User code's requirements are in the context it runs with (its caller's and the declared services).
-    const child = Effect.runForkWith(user.context(caller, inst, chain))(
+    const child = Effect.runForkWith(userContext ?? user.context(caller, inst, chain))(
       Effect.suspend(() => body(inst, run.cell, input)) as Effect.Effect<unknown, unknown>
     )
     const exit = child.pollUnsafe()
@@ -668,7 +675,9 @@ export const make = (
         metrics: metricContext(context),
         registry: Context.get(context, Metric.MetricRegistry),
         attributes: Context.get(context, Metric.CurrentMetricAttributes),
-        refused: own.refuse(context)
+        refused: own.refuse(context),
+        userOf: undefined,
+        userContext: undefined
       }
       callers.set(context, info)
     }
@@ -706,7 +715,12 @@ export const make = (
     }
     const deadline = start + options.callTimeoutMillis
     if (Mailbox.tryAcquire(inst)) {
-      return runLocked(fiber.context, inst, handler.name, chain, deadline, body, payload, identity)
+      if (caller.userOf !== inst) {
+        caller.userContext = user.context(fiber.context, inst, chain)
+        caller.userOf = inst
+      }
+      const context = caller.userContext
+      return runLocked(fiber.context, inst, handler.name, chain, deadline, body, payload, identity, undefined, context)
     }
     if (Mailbox.waiting(inst) >= options.mailboxCapacity) return Exit.fail(overloaded(inst)())
     return queue(fiber, inst, handler.name, chain, deadline, body, payload)
