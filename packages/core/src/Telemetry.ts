@@ -72,7 +72,11 @@ export const calls = Metric.counter("durable_object_calls_total", {
 const callDurationBoundaries = Metric.exponentialBoundaries({ start: 0.25, factor: 2, count: 16 })
 
 /**
- * Call duration in milliseconds (mailbox wait, handler and commit), by `object_type` and `handler`.
+ * Call duration in milliseconds (mailbox wait, handler and commit), by `object_type` and `handler`. A call
+ * that settles in the synchronous step it started in (it neither waited for the object, nor suspended, nor
+ * waited for a commit) is recorded as 0 without reading the clock again: no time passes on a `TestClock` in
+ * such a step, and on the real, millisecond clock it takes well under one (unless user code computes for longer
+ * without yielding, which the event loop's delay shows).
  *
  * @since 0.1.0
  * @category metrics

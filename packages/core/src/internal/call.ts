@@ -33,6 +33,7 @@ import * as Mailbox from "./mailbox.ts"
 import type { RuntimeParts } from "./parts.ts"
 import type { ReplyPut } from "./records.ts"
 import * as Replies from "./replies.ts"
+import * as Series from "./series.ts"
 import { tracing } from "./span.ts"
 import { CallChain } from "./userCode.ts"
 
@@ -96,8 +97,8 @@ interface Prepared {
   readonly decodeEncoded: ((u: unknown) => Exit.Exit<unknown, Schema.SchemaError>) | undefined
   readonly encodeSuccess: ((u: unknown) => Exit.Exit<unknown, Schema.SchemaError>) | undefined
   readonly attributes: Record<string, string>
-  readonly outcomes: Record<Telemetry.CallOutcome, Metric.Metric<number, unknown>>
-  readonly duration: Metric.Metric<number, unknown>
+  readonly outcomes: Record<Telemetry.CallOutcome, Series.Series>
+  readonly duration: Series.Series
   /** How replies of keyed calls are stored. */
   readonly replies: Replies.ReplyCodec
   /** Runs the handler on a run's cell with the call's payload as input. */
@@ -113,8 +114,10 @@ const prepare = (
   const payload = spec.payload
   const success = spec.success
   const attributes = { object_type: objectType, handler: name }
-  const outcomes = {} as Record<Telemetry.CallOutcome, Metric.Metric<number, unknown>>
-  for (const outcome of outcomeNames) outcomes[outcome] = Telemetry.callSeries({ ...attributes, outcome }).calls
+  const outcomes = {} as Record<Telemetry.CallOutcome, Series.Series>
+  for (const outcome of outcomeNames) {
+    outcomes[outcome] = Series.make(Telemetry.callSeries({ ...attributes, outcome }).calls)
+  }
   return {
     name,
     spec,
@@ -129,7 +132,7 @@ const prepare = (
       : Schema.encodeUnknownExit(Schema.toCodecJson(success) as unknown as Schema.Codec<unknown, unknown>),
     attributes: { [Telemetry.attributes.objectType]: objectType, [Telemetry.attributes.handler]: name },
     outcomes,
-    duration: Telemetry.callSeries(attributes).duration,
+    duration: Series.make(Telemetry.callSeries(attributes).duration),
     replies: Replies.codec(spec),
     body: (inst, cell, payload) => spec.handle(payload, makeContext(inst.id, cell))
   }
@@ -182,7 +185,16 @@ interface CallerInfo {
   readonly chain: ReadonlyArray<string>
   /** A small context of the metric registry and attributes (cheaper for metric updates to read). */
   readonly metrics: Context.Context<never>
+  /** The metric registry and contextual attributes `metrics` holds, read once (see `series.ts`). */
+  readonly registry: Series.Registry
+  readonly attributes: Series.Attributes
   readonly refused: StorageError | undefined
+  /**
+   * The context user code of `userOf` last ran with for this caller (callers mostly call one object again and
+   * again; a context is immutable, so runs can share it).
+   */
+  userOf: Instance | undefined
+  userContext: Context.Context<never> | undefined
 }
 
 /** Marks a run that found its object stopped: it starts over with the registry's current instance. */
@@ -499,11 +511,12 @@ export const make = (
     body: Body<unknown>,
     input: unknown,
     restore: <A, E>(effect: Effect.Effect<A, E>) => Effect.Effect<A, E>,
-    keyed?: Keyed | undefined
+    keyed?: Keyed | undefined,
+    userContext?: Context.Context<never> | undefined
   ): Effect.Effect<unknown, unknown> => {
     const run: CallRun = { inst, label, caller, epoch: inst.epoch, cell: makeCell(inst.state), keyed }
     // User code's requirements are in the context it runs with (its caller's and the declared services).
-    const child = Effect.runForkWith(user.context(caller, inst, chain))(
+    const child = Effect.runForkWith(userContext ?? user.context(caller, inst, chain))(
       Effect.suspend(() => body(inst, run.cell, input)) as Effect.Effect<unknown, unknown>
     )
     const exit = child.pollUnsafe()
@@ -657,16 +670,24 @@ export const make = (
   const resolveCaller = (context: Context.Context<never>): CallerInfo => {
     let info = callers.get(context)
     if (info === undefined) {
-      info = { chain: Context.get(context, CallChain), metrics: metricContext(context), refused: own.refuse(context) }
+      info = {
+        chain: Context.get(context, CallChain),
+        metrics: metricContext(context),
+        registry: Context.get(context, Metric.MetricRegistry),
+        attributes: Context.get(context, Metric.CurrentMetricAttributes),
+        refused: own.refuse(context),
+        userOf: undefined,
+        userContext: undefined
+      }
       callers.set(context, info)
     }
     return info
   }
 
-  /** Records a call's outcome and duration. */
-  const record = (handler: Prepared, caller: CallerInfo, start: number, exit: Exit.Exit<unknown, unknown>) => {
-    handler.outcomes[outcomeOf(exit)].updateUnsafe(1, caller.metrics)
-    handler.duration.updateUnsafe(clock.currentTimeMillisUnsafe() - start, caller.metrics)
+  /** Records a call's outcome and duration (in milliseconds). */
+  const record = (handler: Prepared, caller: CallerInfo, exit: Exit.Exit<unknown, unknown>, duration: number) => {
+    Series.update(handler.outcomes[outcomeOf(exit)], 1, caller.registry, caller.attributes, caller.metrics)
+    Series.update(handler.duration, duration, caller.registry, caller.attributes, caller.metrics)
   }
 
   /** A call made from `fiber`, once its handler, id and payload are known to be valid. */
@@ -694,7 +715,12 @@ export const make = (
     }
     const deadline = start + options.callTimeoutMillis
     if (Mailbox.tryAcquire(inst)) {
-      return runLocked(fiber.context, inst, handler.name, chain, deadline, body, payload, identity)
+      if (caller.userOf !== inst) {
+        caller.userContext = user.context(fiber.context, inst, chain)
+        caller.userOf = inst
+      }
+      const context = caller.userContext
+      return runLocked(fiber.context, inst, handler.name, chain, deadline, body, payload, identity, undefined, context)
     }
     if (Mailbox.waiting(inst) >= options.mailboxCapacity) return Exit.fail(overloaded(inst)())
     return queue(fiber, inst, handler.name, chain, deadline, body, payload)
@@ -717,11 +743,15 @@ export const make = (
     const result = execute(fiber, caller, id, inst, handler, payload, start, keyed)
     registry.stepTime = outerStep
     if (isExit(result)) {
-      record(handler, caller, start, result)
+      // Settled in the synchronous step it started in: recorded as 0 ms without a second clock read (~40 ns).
+      // A `TestClock` never moves within a step, and the millisecond clock reads the same before and after such
+      // a call unless its step crosses a millisecond boundary (or user code computes for a millisecond or more
+      // without yielding, which the event loop's own delay shows).
+      record(handler, caller, result, 0)
       return result
     }
     return Effect.onExit(result, (exit) => {
-      record(handler, caller, start, exit)
+      record(handler, caller, exit, clock.currentTimeMillisUnsafe() - start)
       return Effect.void
     })
   }
