@@ -30,13 +30,13 @@ const observe = (fail?: (sql: string) => boolean) => {
 }
 
 // One commit queue: the fired commits must queue behind the leader's.
-const storage = (db: TestDatabase) =>
-  Layer.effect(Storage.Storage, SqlStorage.make({ ...db.options, commitConcurrency: 1 })).pipe(
+const storage = (db: TestDatabase, maxBatch?: number) =>
+  Layer.effect(Storage.Storage, SqlStorage.make({ ...db.options, commitConcurrency: 1, maxBatch })).pipe(
     Layer.provide(db.client())
   )
 
-const withStorage = <A, E>(backend: Backend, f: Effect.Effect<A, E, Storage.Storage>) =>
-  Effect.flatMap(backend.database, (db) => Effect.provide(f, storage(db)))
+const withStorage = <A, E>(backend: Backend, f: Effect.Effect<A, E, Storage.Storage>, maxBatch?: number) =>
+  Effect.flatMap(backend.database, (db) => Effect.provide(f, storage(db, maxBatch)))
 
 const ids = ["a", "b", "c", "d", "e"]
 const now = 10_000
@@ -116,6 +116,74 @@ for (const backend of backends) {
             assert.strictEqual((yield* store.listAlarms(type, id)).length, lost ? 1 : 0)
           }
         })
+      ))
+
+    it.live("a batch of more fired alarms than one statement removes keeps each write's own outcome", () =>
+      withStorage(
+        backend,
+        Effect.gen(function*() {
+          const store = yield* Storage.Storage
+          const type = `F${Math.random().toString(36).slice(2, 8)}`
+          const many = Array.from({ length: 300 }, (_, i) => `m${i}`)
+          for (const id of many) {
+            yield* store.commit({
+              objectType: type,
+              objectId: id,
+              expectedVersion: 0,
+              state: "{\"n\":0}",
+              alarms: {
+                removeAll: false,
+                remove: [],
+                put: [{ name: "tick", fireAt: now - 1, payload: "null", cron: null }]
+              }
+            })
+          }
+          const claimed = yield* store.claimDueAlarms({
+            objectTypes: [type],
+            now,
+            claim: "claim-1",
+            leaseMillis: 60_000,
+            limit: 1000
+          })
+          assert.strictEqual(claimed.length, many.length)
+          // one lost claim in each statement's share of the batch
+          const lost = new Set(["m3", "m290"])
+          const spy = observe()
+          const leader = yield* Effect.forkChild(
+            store.commit({ objectType: `${type}_leader`, objectId: "x", expectedVersion: 0, state: "{}" }).pipe(
+              spy.provide
+            ),
+            { startImmediately: true }
+          )
+          const exits = yield* Effect.forEach(
+            many,
+            (id) =>
+              Effect.exit(store.commit({
+                objectType: type,
+                objectId: id,
+                expectedVersion: 1,
+                state: `{"n":1}`,
+                alarms: {
+                  fired: { name: "tick", claim: lost.has(id) ? "lost" : "claim-1" },
+                  removeAll: false,
+                  remove: [],
+                  put: []
+                }
+              })),
+            { concurrency: "unbounded" }
+          ).pipe(spy.provide)
+          yield* Fiber.await(leader)
+          assert.deepStrictEqual(
+            exits.map(failureTag),
+            many.map((id) => (lost.has(id) ? "AlarmClaimLost" : "ok"))
+          )
+          assert.isAbove(spy.statements.filter(isBulkDelete).length, 0, "the fired commits went out together")
+          for (const id of many) {
+            assert.strictEqual((yield* store.load(type, id))?.version, lost.has(id) ? 1 : 2)
+            assert.strictEqual((yield* store.listAlarms(type, id)).length, lost.has(id) ? 1 : 0)
+          }
+        }),
+        1024
       ))
 
     it.live("alarms they cancel or schedule (a recurring alarm re-arming) go with them; a lost claim's do not", () =>
