@@ -848,23 +848,48 @@ export const make = (options?: Options): Effect.Effect<
         }
       })
 
+    const alarmsName = sql`${alarms}`.compile()[0]
+    const deleteFiredTexts = new Map<number, string>()
     /**
-     * The fired alarms of many write sets that change nothing else about alarms, removed in one statement
-     * where their claims still hold; returns the keys (`objectKey`) of the objects whose alarm was removed.
+     * The text removing `size` fired alarms by key and claim. Built once per size, and sizes are padded to a
+     * power of two (with rows that match nothing), like the multi-row writes: compiling a template of 4 × 256
+     * fragments and preparing a text per batch size cost about as much as the database's own work.
+     */
+    const deleteFiredText = (size: number): string => {
+      let text = deleteFiredTexts.get(size)
+      if (text === undefined) {
+        let n = 0
+        const p = () => (isPg ? `$${++n}::text` : "?")
+        const rows = Array.from({ length: size }, () => `(${p()}, ${p()}, ${p()}, ${p()})`).join(", ")
+        text = `DELETE FROM ${alarmsName} WHERE (object_type, object_id, name, claim_owner) IN (VALUES ${rows})
+          RETURNING object_type, object_id`
+        deleteFiredTexts.set(size, text)
+      }
+      return text
+    }
+
+    /**
+     * The fired alarms of many write sets that change nothing else about alarms, removed where their claims
+     * still hold (one statement per `maxRowsPerStatement`); returns the keys (`objectKey`) of the objects whose
+     * alarm was removed.
      */
     const deleteFired = (writes: ReadonlyArray<FiredWrite>) =>
-      Effect.map(
-        sql<{ object_type: string; object_id: string }>`DELETE FROM ${alarms}
-          WHERE (object_type, object_id, name, claim_owner) IN (VALUES ${
-          sql.csv(writes.map((w) =>
-            isPg
-              ? sql`(${w.objectType}::text, ${w.objectId}::text, ${w.alarms.fired.name}::text, ${w.alarms.fired.claim}::text)`
-              : sql`(${w.objectType}, ${w.objectId}, ${w.alarms.fired.name}, ${w.alarms.fired.claim})`
-          ))
-        })
-          RETURNING object_type, object_id`,
-        (rows) => new Set(rows.map((row) => objectKey(row.object_type, row.object_id)))
-      )
+      Effect.gen(function*() {
+        const held = new Set<string>()
+        for (let start = 0; start < writes.length; start += maxRowsPerStatement) {
+          const end = Math.min(writes.length, start + maxRowsPerStatement)
+          const size = paddedSize(end - start)
+          const params: Array<unknown> = []
+          for (let i = start; i < end; i++) {
+            const w = writes[i]!
+            params.push(w.objectType, w.objectId, w.alarms.fired.name, w.alarms.fired.claim)
+          }
+          for (let i = end - start; i < size; i++) params.push(null, null, null, null)
+          const rows = yield* sql.unsafe<{ object_type: string; object_id: string }>(deleteFiredText(size), params)
+          for (const row of rows) held.add(objectKey(row.object_type, row.object_id))
+        }
+        return held
+      })
 
     /** Removes alarms of many objects by name in one statement. */
     const removeAlarms = (removals: ReadonlyArray<readonly [write: WriteSet, name: string]>) =>
@@ -1601,13 +1626,15 @@ export const make = (options?: Options): Effect.Effect<
             WHERE a.object_type = due.object_type AND a.object_id = due.object_id AND a.name = due.name
               AND ${claimable}
             RETURNING ${sql.literal(alarmColumnList("a."))}`
-        // SQLite runs one writer at a time, so the statement cannot race another claimer.
+        // SQLite runs one writer at a time, so the statement cannot race another claimer. The candidates are
+        // picked by rowid: the due index holds it, so each is found without a lookup by key (the index range also
+        // holds the alarms still being fired, which every claim of a drain steps over).
         : sql<AlarmRow>`UPDATE ${alarms} ${set}
-            WHERE (object_type, object_id, name) IN (
-              SELECT object_type, object_id, name FROM (${
+            WHERE rowid IN (
+              SELECT candidate FROM (${
           sql.join(" UNION ALL ", false)(
             types.map((type) =>
-              sql`SELECT * FROM (SELECT object_type, object_id, name, fire_at FROM ${alarms}
+              sql`SELECT * FROM (SELECT rowid AS candidate, fire_at FROM ${alarms}
                 WHERE object_type = ${type} AND ${claimable} ORDER BY fire_at LIMIT ${request.limit})`
             )
           )

@@ -30,22 +30,22 @@ const observe = (fail?: (sql: string) => boolean) => {
 }
 
 // One commit queue: the fired commits must queue behind the leader's.
-const storage = (db: TestDatabase) =>
-  Layer.effect(Storage.Storage, SqlStorage.make({ ...db.options, commitConcurrency: 1 })).pipe(
+const storage = (db: TestDatabase, maxBatch?: number) =>
+  Layer.effect(Storage.Storage, SqlStorage.make({ ...db.options, commitConcurrency: 1, maxBatch })).pipe(
     Layer.provide(db.client())
   )
 
-const withStorage = <A, E>(backend: Backend, f: Effect.Effect<A, E, Storage.Storage>) =>
-  Effect.flatMap(backend.database, (db) => Effect.provide(f, storage(db)))
+const withStorage = <A, E>(backend: Backend, f: Effect.Effect<A, E, Storage.Storage>, maxBatch?: number) =>
+  Effect.flatMap(backend.database, (db) => Effect.provide(f, storage(db, maxBatch)))
 
 const ids = ["a", "b", "c", "d", "e"]
 const now = 10_000
 const isBulkDelete = (sql: string) => /DELETE FROM .* IN \(VALUES/s.test(sql)
 
-/** Objects `ids` (version 1), each with alarm "tick" due, all claimed; returns the claims by object. */
-const seed = (store: Storage.Storage["Service"], type: string) =>
+/** Objects `objectIds` (version 1), each with alarm "tick" due, all claimed; returns the claims by object. */
+const seed = (store: Storage.Storage["Service"], type: string, objectIds: ReadonlyArray<string> = ids) =>
   Effect.gen(function*() {
-    for (const id of ids) {
+    for (const id of objectIds) {
       yield* store.commit({
         objectType: type,
         objectId: id,
@@ -59,24 +59,29 @@ const seed = (store: Storage.Storage["Service"], type: string) =>
       now,
       claim: "claim-1",
       leaseMillis: 60_000,
-      limit: 100
+      limit: 1000
     })
-    assert.strictEqual(claimed.length, ids.length)
+    assert.strictEqual(claimed.length, objectIds.length)
     return claimed
   })
 
 /**
- * Commits the fired alarm of each of `ids` concurrently, behind a leader write to another object, so they
- * queue while the leader commits and go out as one batch.
+ * Commits the fired alarm of each of `objectIds` concurrently, behind a leader write to another object, so
+ * they queue while the leader commits and go out as one batch.
  */
-const fireAll = (store: Storage.Storage["Service"], type: string, claim: (id: string) => string) =>
+const fireAll = (
+  store: Storage.Storage["Service"],
+  type: string,
+  claim: (id: string) => string,
+  objectIds: ReadonlyArray<string> = ids
+) =>
   Effect.gen(function*() {
     const leader = yield* Effect.forkChild(
       store.commit({ objectType: `${type}_leader`, objectId: "x", expectedVersion: 0, state: "{}" }),
       { startImmediately: true }
     )
     const exits = yield* Effect.forEach(
-      ids,
+      objectIds,
       (id) =>
         Effect.exit(store.commit({
           objectType: type,
@@ -116,6 +121,30 @@ for (const backend of backends) {
             assert.strictEqual((yield* store.listAlarms(type, id)).length, lost ? 1 : 0)
           }
         })
+      ))
+
+    it.live("a batch of more fired alarms than one statement removes keeps each write's own outcome", () =>
+      withStorage(
+        backend,
+        Effect.gen(function*() {
+          const store = yield* Storage.Storage
+          const type = `F${Math.random().toString(36).slice(2, 8)}`
+          const many = Array.from({ length: 300 }, (_, i) => `m${i}`)
+          yield* seed(store, type, many)
+          // one lost claim in each statement's share of the batch
+          const lost = new Set(["m3", "m290"])
+          const spy = observe()
+          const exits = yield* fireAll(store, type, (id) => (lost.has(id) ? "lost" : "claim-1"), many).pipe(
+            spy.provide
+          )
+          assert.deepStrictEqual(exits.map(failureTag), many.map((id) => (lost.has(id) ? "AlarmClaimLost" : "ok")))
+          assert.isAbove(spy.statements.filter(isBulkDelete).length, 0, "the fired commits went out together")
+          for (const id of many) {
+            assert.strictEqual((yield* store.load(type, id))?.version, lost.has(id) ? 1 : 2)
+            assert.strictEqual((yield* store.listAlarms(type, id)).length, lost.has(id) ? 1 : 0)
+          }
+        }),
+        1024
       ))
 
     it.live("alarms they cancel or schedule (a recurring alarm re-arming) go with them; a lost claim's do not", () =>

@@ -5,7 +5,7 @@
  *
  * @internal
  */
-import { Cause, Effect, Exit, Metric } from "effect"
+import { Cause, type Context, Effect, Exit, Metric } from "effect"
 import {
   HandlerDefect,
   type InvalidObjectId,
@@ -20,6 +20,7 @@ import type { Status } from "./definition.ts"
 import { type Instance, isLoaded } from "./instance.ts"
 import * as Mailbox from "./mailbox.ts"
 import type { RuntimeParts } from "./parts.ts"
+import type { StoredObject } from "./records.ts"
 import { span, tracing } from "./span.ts"
 
 /** Objects stopped at once by the graceful stop (their `onShutdown` handlers run concurrently). */
@@ -70,53 +71,78 @@ export const make = (deps: RuntimeParts): Lifecycle => {
     [Telemetry.attributes.objectId]: inst.id
   })
 
-  const activate: Lifecycle["activate"] = (inst, chain) =>
-    Effect.gen(function*() {
-      const stored = yield* own.load(objectType, inst.id)
-      let state: unknown
-      let version = 0
-      if (stored !== undefined) {
-        // A row the storage could not use (edited by hand, or past its limits) fails like one that does not decode.
-        if (stored.invalid !== undefined) {
-          return yield* new StateDecodeError({ objectType, objectId: inst.id, issue: stored.invalid })
-        }
-        const decoded = codec.decode(stored.state)
-        if (Exit.isFailure(decoded)) {
-          return yield* new StateDecodeError({ objectType, objectId: inst.id, issue: Cause.pretty(decoded.cause) })
-        }
-        state = decoded.value
-        version = stored.version
-      } else {
-        state = def.initialState()
+  /**
+   * With the lock held, what an activation does once its row is read: decode it, make the copy active, run
+   * `onLoad`. Without `onLoad` (the usual case) it is all one synchronous step: every due alarm of a drain is
+   * the first call to its object, so an activation is paid per alarm.
+   */
+  const activated = (
+    inst: Instance,
+    chain: ReadonlyArray<string>,
+    stored: StoredObject | undefined,
+    context: Context.Context<never>
+  ): Effect.Effect<void, unknown> => {
+    let state: unknown
+    let version = 0
+    if (stored !== undefined) {
+      // A row the storage could not use (edited by hand, or past its limits) fails like one that does not decode.
+      if (stored.invalid !== undefined) {
+        return Effect.fail(new StateDecodeError({ objectType, objectId: inst.id, issue: stored.invalid }))
       }
-      // Keep our own canonical JSON, so "did the state change?" is a string comparison against it.
-      const json = codec.encode(state)
-      if (Exit.isFailure(json)) {
-        return yield* new HandlerDefect({
+      const decoded = codec.decode(stored.state)
+      if (Exit.isFailure(decoded)) {
+        return Effect.fail(
+          new StateDecodeError({ objectType, objectId: inst.id, issue: Cause.pretty(decoded.cause) })
+        )
+      }
+      state = decoded.value
+      version = stored.version
+    } else {
+      state = def.initialState()
+    }
+    // Keep our own canonical JSON, so "did the state change?" is a string comparison against it.
+    const json = codec.encode(state)
+    if (Exit.isFailure(json)) {
+      return Effect.fail(
+        new HandlerDefect({
           objectType,
           objectId: inst.id,
           handler: stored === undefined ? "initialState" : "load",
           defect: json.cause,
           pretty: `the state does not encode with the state schema: ${Cause.pretty(json.cause)}`
         })
-      }
-      registry.activated(inst, state, json.value, version)
-      yield* registry.reportLoaded
-      yield* Metric.update(activationCounter, 1)
-      const onLoad = def.onLoad
-      if (onLoad !== undefined) {
-        const cell = makeCell(state)
-        yield* user.run(inst, "onLoad", chain, Effect.suspend(() => onLoad(makeContext(inst.id, cell)))).pipe(
-          Effect.andThen(Effect.uninterruptible(Effect.suspend(() => commits.commitCell(inst, "onLoad", cell)))),
-          Effect.onError(() =>
-            Effect.suspend(() => {
-              registry.unload(inst)
-              return registry.reportLoaded
-            })
-          )
-        )
-      }
-    }).pipe(span(Telemetry.spanActivate, spanAttributes(inst)))
+      )
+    }
+    registry.activated(inst, state, json.value, version)
+    registry.reportLoadedUnsafe(context)
+    activationCounter.updateUnsafe(1, context)
+    const onLoad = def.onLoad
+    if (onLoad === undefined) return Effect.void
+    const cell = makeCell(state)
+    return user.run(inst, "onLoad", chain, Effect.suspend(() => onLoad(makeContext(inst.id, cell)))).pipe(
+      Effect.andThen(Effect.uninterruptible(Effect.suspend(() => commits.commitCell(inst, "onLoad", cell)))),
+      Effect.onError(() =>
+        Effect.suspend(() => {
+          registry.unload(inst)
+          return registry.reportLoaded
+        })
+      )
+    )
+  }
+
+  const activate: Lifecycle["activate"] = (inst, chain) =>
+    Effect.withFiber((fiber) => {
+      const context = fiber.context
+      const activation = Effect.flatMap(own.load(objectType, inst.id), (stored) =>
+        activated(inst, chain, stored, context))
+      // The span (and its attributes) only when someone can see it: see `span.ts`.
+      return tracing(fiber)
+        ? Effect.withSpan(activation, Telemetry.spanActivate, {
+          attributes: spanAttributes(inst),
+          captureStackTrace: false
+        })
+        : activation
+    })
 
   /** Runs `body` holding the object's lock (waiting in line without a capacity limit), after its commits. */
   const withLock = <A, E>(inst: Instance, body: Effect.Effect<A, E>): Effect.Effect<A, E> =>
