@@ -3,11 +3,13 @@
  * batch takes them all (one per key per batch, in arrival order). At low load a request goes out at once, so
  * it waits for nothing; under load, many writes share one transaction and one fsync.
  *
- * There is no batching fiber: the first request to find the batcher idle becomes the leader and runs batches
- * on its own fiber until its own request is done, then hands the lead to the oldest waiting request. A lone
- * request therefore runs entirely in its caller's fiber and context (spans, SQL transformers). Interruption
- * can land anywhere, so every step that must not be lost (a batch taken is settled, a lead taken is handed
- * over) is set up uninterruptibly.
+ * A request made with `submit` that finds the batcher idle becomes the leader and runs batches on its own
+ * fiber until its own request is done, then hands the lead to the oldest waiting request. A lone request
+ * therefore runs entirely in its caller's fiber and context (spans, SQL transformers). Interruption can land
+ * anywhere, so every step that must not be lost (a batch taken is settled, a lead taken is handed over) is set
+ * up uninterruptibly. Requests made with `submitUnsafe` (the runtime's commit pipeline) have no fiber waiting:
+ * when the lead falls to one, batches run on a fiber of their own, started in its context, until the queue is
+ * empty.
  *
  * @internal
  */

@@ -166,7 +166,11 @@ export interface Commits {
   ) => Effect.Effect<void, CommitError | HandlerDefect | ValueTooLarge>
   /** Waits for the commits of `inst` in flight or queued, however they end (their callers learn how). */
   readonly quiesce: (inst: Instance) => Effect.Effect<void>
-  /** Interrupts the drains in flight (when the runtime's scope closes). */
+  /**
+   * Stops the drains still running when the runtime's scope closes: commits on fibers of their own are
+   * interrupted, and every drain still waiting for storage is abandoned (its callers fail with an unknown
+   * outcome; a late answer from storage is ignored).
+   */
   readonly interruptDrains: Effect.Effect<void>
 }
 
